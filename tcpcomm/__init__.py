@@ -1,0 +1,27 @@
+"""
+tcpcomm: TCP communication between processes on different hosts, on Twisted.
+
+One server, many clients at once: line and echo protocols with half-close
+and flow control done right, a C{twistd tcpcomm} plugin, a client module, and
+testing helpers that start a real server on loopback.
+"""
+
+from tcpcomm._version import __version__
+from tcpcomm.connection import ConnectionFactory, ConnectionProtocol
+from tcpcomm.echo import EchoFactory, EchoProtocol
+from tcpcomm.framing import LineFramer
+from tcpcomm.line import LineFactory, LineProtocol, echoLine
+from tcpcomm.stats import ServerStats
+
+__all__ = [
+    "ConnectionFactory",
+    "ConnectionProtocol",
+    "EchoFactory",
+    "EchoProtocol",
+    "LineFactory",
+    "LineFramer",
+    "LineProtocol",
+    "ServerStats",
+    "__version__",
+    "echoLine",
+]

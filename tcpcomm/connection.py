@@ -1,0 +1,257 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+What every tcpcomm connection does, whatever it speaks: count its bytes, log
+its opening and closing, keep the peer's half-close, and bound the memory the
+server spends on a client that does not read.
+
+Flow control works like this: the protocol registers itself as a streaming
+producer on its own transport.  When the transport's write buffer fills, it
+pauses the protocol, which stops reading from the socket; when the buffer
+drains, reading resumes.  A subclass can hold reading paused for reasons of
+its own with L{ConnectionProtocol.holdReading}.  Reading never resumes once the
+peer has half-closed, and the producer is unregistered before the connection
+is closed, so a paused connection still closes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tcpcomm.endpoints import formatAddress
+from tcpcomm.stats import ServerStats
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress
+
+
+class IFlowControlledTransport(ITCPTransport, IConsumer, IPushProducer):
+    """
+    What tcpcomm needs of a transport: a stream that half-closes, takes a
+    producer and can be paused.  Twisted's TCP, UNIX and TLS transports all
+    provide these.
+    """
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class ConnectionProtocol(Protocol):
+    """
+    Base class for tcpcomm's server protocols.
+
+    Subclasses implement C{dataReceived}, call L{countIn} and L{send} so the
+    counters stay right, and override L{inputEnded} to act on the peer's
+    half-close.
+
+    @ivar factory: The L{ConnectionFactory} that built this protocol.
+    @ivar peer: The peer's address as text, set when the connection is made.
+    @ivar bytesIn: Bytes received on this connection.
+    @ivar bytesOut: Bytes sent (handed to the transport) on this connection.
+    @ivar readingPaused: Whether reading from the socket is paused now.
+    @ivar inputClosed: Whether the peer has half-closed (sent FIN).
+    @ivar closing: Whether this side has decided to close.
+    @ivar disconnected: Whether the connection is gone.
+    """
+
+    factory: ConnectionFactory
+    transport: IFlowControlledTransport
+    _log: ClassVar[Logger] = Logger()
+
+    peer: str = "(not connected)"
+    bytesIn: int = 0
+    bytesOut: int = 0
+    readingPaused: bool = False
+    inputClosed: bool = False
+    closing: bool = False
+    disconnected: bool = False
+    _writeBlocked: bool = False
+    _holds: int = 0
+
+    def connectionMade(self) -> None:
+        """
+        Register as our transport's producer and tell the factory.
+        """
+        self.peer = formatAddress(self.transport.getPeer())
+        self.transport.registerProducer(self, True)
+        self.factory.connectionOpened(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Tell the factory, which logs the connection's totals.
+        """
+        self.closing = True
+        self.disconnected = True
+        self.factory.connectionClosed(self, reason)
+
+    # Counting and sending.
+
+    def countIn(self, size: int) -> None:
+        """
+        Count C{size} bytes received; call once per C{dataReceived}.
+        """
+        self.bytesIn += size
+        self.factory.stats.bytesIn += size
+
+    def send(self, data: bytes) -> None:
+        """
+        Write C{data} to the peer and count it.
+        """
+        size = len(data)
+        self.bytesOut += size
+        self.factory.stats.bytesOut += size
+        self.transport.write(data)
+
+    # Half-close (IHalfCloseableProtocol).
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer half-closed: it will send nothing more.  Never read again,
+        then hand over to L{inputEnded}.
+        """
+        self.inputClosed = True
+        self.inputEnded()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our sending side was closed; tcpcomm servers never half-close, so
+        there is nothing to do.
+        """
+
+    def inputEnded(self) -> None:
+        """
+        Called once when the peer has half-closed.  By default: close once
+        everything written so far has been sent.
+        """
+        self.closeWhenFlushed()
+
+    def closeWhenFlushed(self) -> None:
+        """
+        Close the connection once every byte already written has been sent.
+
+        The producer is unregistered first: a transport with a paused
+        producer never finishes closing.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    # Flow control (IPushProducer, registered on our own transport).
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's write buffer is full: stop reading until it drains.
+        """
+        self._writeBlocked = True
+        self._updateReading()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's write buffer has drained: read again unless held.
+        """
+        self._writeBlocked = False
+        self._updateReading()
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going away; L{connectionLost} follows.
+        """
+
+    def holdReading(self) -> None:
+        """
+        Keep reading paused, for a reason of the subclass's own, until a
+        matching L{releaseReading}.  Holds nest.
+        """
+        self._holds += 1
+        self._updateReading()
+
+    def releaseReading(self) -> None:
+        """
+        Drop one hold taken with L{holdReading}.
+        """
+        self._holds -= 1
+        self._updateReading()
+
+    def summary(self) -> str:
+        """
+        Describe this connection's traffic for the log line at its close.
+        """
+        return f"{self.bytesIn} bytes in, {self.bytesOut} bytes out"
+
+    def _updateReading(self) -> None:
+        pause = self._writeBlocked or self._holds > 0
+        if pause == self.readingPaused or self.inputClosed or self.closing:
+            return
+        self.readingPaused = pause
+        if pause:
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
+
+
+if TYPE_CHECKING:
+    _FactoryBase = Factory[ConnectionProtocol]
+else:
+    # Factory is generic only from Twisted 25.5 on.
+    _FactoryBase = Factory
+
+
+class ConnectionFactory(_FactoryBase):
+    """
+    Base class for tcpcomm's server factories: keeps L{ServerStats} and the
+    set of open connections, and logs each connection's opening and closing.
+
+    @ivar stats: Counters for every connection this factory built.
+    @ivar connections: The connections open now.
+    """
+
+    protocol: type[ConnectionProtocol] = ConnectionProtocol
+    _log: ClassVar[Logger] = Logger()
+
+    def __init__(self) -> None:
+        self.stats = ServerStats()
+        self.connections: set[ConnectionProtocol] = set()
+
+    def buildProtocol(self, addr: IAddress | None) -> ConnectionProtocol:
+        """
+        Build a protocol of this factory's C{protocol} class.
+        """
+        protocol = self.protocol()
+        protocol.factory = self
+        return protocol
+
+    def connectionOpened(self, protocol: ConnectionProtocol) -> None:
+        """
+        Count and log a new connection.
+        """
+        self.connections.add(protocol)
+        self.stats.connectionsOpen += 1
+        self.stats.connectionsTotal += 1
+        self._log.info("{peer} connected", peer=protocol.peer)
+
+    def connectionClosed(self, protocol: ConnectionProtocol, reason: Failure) -> None:
+        """
+        Count and log a closed connection with its byte counts.
+        """
+        if protocol not in self.connections:
+            return
+        self.connections.discard(protocol)
+        self.stats.connectionsOpen -= 1
+        self._log.info(
+            "{peer} disconnected: {summary} ({reason})",
+            peer=protocol.peer,
+            summary=protocol.summary(),
+            bytesIn=protocol.bytesIn,
+            bytesOut=protocol.bytesOut,
+            reason=reason.getErrorMessage(),
+        )

@@ -1,0 +1,328 @@
+# -*- test-case-name: tests.test_line -*-
+"""
+A line server: each line a client sends goes to a handler, and the handler's
+reply goes back as a line.
+
+Handlers are plain callables taking the line as C{bytes} and returning
+C{bytes}, C{str} (sent as UTF-8), C{None} (no reply), a L{Deferred} of one of
+those, or a coroutine returning one of those.  Replies go out in the order
+the lines came in, even when handlers finish out of order, so clients may
+pipeline.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeAlias
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from tcpcomm.connection import ConnectionFactory, ConnectionProtocol
+from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
+
+Reply: TypeAlias = "bytes | str | None"
+HandlerResult: TypeAlias = (
+    "bytes | str | Deferred[Any] | Coroutine[Any, Any, Any] | None"
+)
+Handler: TypeAlias = Callable[[bytes], HandlerResult]
+
+DELIMITERS = {"lf": b"\n", "crlf": b"\r\n"}
+"""
+The reply delimiters a L{LineFactory} accepts, by name.
+"""
+
+DEFAULT_MAX_PENDING = 1024
+"""
+How many replies may wait for slow handlers on one connection before the
+server stops reading more lines from it.
+"""
+
+INTERNAL_ERROR = b"ERROR internal error"
+
+
+def echoLine(line: bytes) -> bytes:
+    """
+    The default handler: reply with the line itself.
+    """
+    return line
+
+
+class _PendingReply:
+    """
+    A reply in the queue of replies waiting to go out in request order:
+    either already known (C{done}) or waiting for a handler's Deferred.
+    """
+
+    __slots__ = ("deferred", "done", "reply")
+
+    def __init__(self, reply: bytes | None = None, done: bool = True) -> None:
+        self.done = done
+        self.reply = reply
+        self.deferred: Deferred[Any] | None = None
+
+
+class LineProtocol(ConnectionProtocol):
+    """
+    Split the client's bytes into lines, answer each with the handler's
+    reply, in order.
+
+    A line ends at LF; a CR just before the LF is dropped.  Replies end with
+    the factory's delimiter.  Subclasses may override L{lineReceived}
+    instead of giving the factory a handler.
+
+    Failures never cost the client its connection: a handler that raises
+    (or whose Deferred fails) is logged with its traceback and the client
+    gets C{ERROR internal error} in that reply's place.  A line longer than
+    the limit gets C{ERROR line too long (limit N bytes)} after the replies
+    to the lines before it, and then the connection closes.  When the client
+    half-closes, a last line without a delimiter is still handled, every
+    pending reply is sent, and then the server closes.
+
+    @ivar linesHandled: Complete lines handled on this connection.
+    """
+
+    factory: LineFactory
+    linesHandled: int = 0
+
+    def connectionMade(self) -> None:
+        """
+        Set up framing and the queue of pending replies.
+        """
+        factory = self.factory
+        self._framer = LineFramer(factory.maxLineLength)
+        self._delimiter = factory.delimiter
+        self._maxPending = factory.maxPending
+        self._pending: deque[_PendingReply] = deque()
+        self._heldForPending = False
+        self._wantClose = False
+        super().connectionMade()
+
+    def lineReceived(self, line: bytes) -> HandlerResult:
+        """
+        Answer one line.  By default, call the factory's handler.
+
+        @param line: The line, without its delimiter.
+        @return: The reply, in any form a handler may return.
+        """
+        return self.factory.handler(line)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Frame C{data} into lines and answer them.
+        """
+        self.countIn(len(data))
+        framer = self._framer
+        lines = framer.feed(data)
+        if lines:
+            self._handleLines(lines)
+        if framer.overflowed and not self.closing:
+            self._lineTooLong()
+
+    def inputEnded(self) -> None:
+        """
+        The client half-closed: handle a last unterminated line, then close
+        once every pending reply is sent.
+        """
+        last = self._framer.finish()
+        if last is not None:
+            self._handleLines([last])
+        self._wantClose = True
+        self._finishAfterPending()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Cancel handlers still running: nobody is left to answer.
+        """
+        pending, self._pending = self._pending, deque()
+        super().connectionLost(reason)
+        for slot in pending:
+            if slot.deferred is not None and not slot.done:
+                slot.deferred.cancel()
+
+    def summary(self) -> str:
+        """
+        Describe this connection's traffic, lines included.
+        """
+        return f"{super().summary()}, {self.linesHandled} lines"
+
+    def _handleLines(self, lines: list[bytes]) -> None:
+        count = len(lines)
+        self.linesHandled += count
+        self.factory.stats.linesHandled += count
+        delimiter = self._delimiter
+        pending = self._pending
+        ready: list[bytes] = []
+        for line in lines:
+            try:
+                result = self.lineReceived(line)
+            except Exception:
+                self._log.failure(
+                    "Handler failed on a line from {peer}", peer=self.peer
+                )
+                result = INTERNAL_ERROR
+            reply: bytes
+            if type(result) is bytes:
+                reply = result
+            elif result is None:
+                continue
+            elif isinstance(result, (bytes, str)):
+                reply = _toBytes(result)
+            else:
+                if ready:
+                    self.send(b"".join(ready))
+                    ready = []
+                self._await(result)
+                continue
+            if pending:
+                pending.append(_PendingReply(reply))
+            else:
+                ready.append(reply)
+                ready.append(delimiter)
+        if ready:
+            self.send(b"".join(ready))
+
+    def _await(self, result: object) -> None:
+        """
+        Queue a reply slot for an asynchronous (or malformed) handler result.
+        """
+        slot = _PendingReply(done=False)
+        self._pending.append(slot)
+        if inspect.iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        if not isinstance(result, Deferred):
+            self._log.error(
+                "Handler returned {result!r} for a line from {peer}; expected"
+                " bytes, str, None, a Deferred or a coroutine",
+                result=result,
+                peer=self.peer,
+            )
+            self._settle(INTERNAL_ERROR, slot)
+            return
+        slot.deferred = result
+        result.addCallbacks(
+            self._settle, self._handlerFailed, callbackArgs=(slot,), errbackArgs=(slot,)
+        )
+        if not slot.done and len(self._pending) >= self._maxPending:
+            if not self._heldForPending:
+                self._heldForPending = True
+                self.holdReading()
+
+    def _handlerFailed(self, failure: Failure, slot: _PendingReply) -> None:
+        if not self.disconnected and not failure.check(CancelledError):
+            self._log.failure(
+                "Handler failed on a line from {peer}", failure, peer=self.peer
+            )
+        self._settle(INTERNAL_ERROR, slot)
+
+    def _settle(self, result: object, slot: _PendingReply) -> None:
+        """
+        A handler finished: record its reply and send every reply that is now
+        at the head of the queue.
+        """
+        try:
+            slot.reply = None if result is None else _toBytes(result)
+        except TypeError:
+            self._log.error(
+                "Handler gave {result!r} for a line from {peer}; expected"
+                " bytes, str or None",
+                result=result,
+                peer=self.peer,
+            )
+            slot.reply = INTERNAL_ERROR
+        slot.done = True
+        self._flushPending()
+
+    def _flushPending(self) -> None:
+        pending = self._pending
+        if not pending or not pending[0].done:
+            return
+        delimiter = self._delimiter
+        out: list[bytes] = []
+        while pending and pending[0].done:
+            reply = pending.popleft().reply
+            if reply is not None:
+                out.append(reply)
+                out.append(delimiter)
+        if out:
+            self.send(b"".join(out))
+        if self._heldForPending and len(pending) < self._maxPending:
+            self._heldForPending = False
+            self.releaseReading()
+        self._finishAfterPending()
+
+    def _queueReply(self, reply: bytes) -> None:
+        """
+        Send C{reply} after every reply still pending.
+        """
+        if self._pending:
+            self._pending.append(_PendingReply(reply))
+        else:
+            self.send(reply + self._delimiter)
+
+    def _lineTooLong(self) -> None:
+        limit = self._framer.maxLineLength
+        self._log.warn(
+            "Line from {peer} longer than {limit} bytes; closing",
+            peer=self.peer,
+            limit=limit,
+        )
+        self._queueReply(b"ERROR line too long (limit %d bytes)" % (limit,))
+        self.holdReading()
+        self._wantClose = True
+        self._finishAfterPending()
+
+    def _finishAfterPending(self) -> None:
+        """
+        Close if a close is wanted and no reply is pending any more.
+        """
+        if self._wantClose and not self._pending:
+            self.closeWhenFlushed()
+
+
+def _toBytes(reply: object) -> bytes:
+    if isinstance(reply, bytes):
+        return reply
+    if isinstance(reply, str):
+        return reply.encode("utf-8")
+    raise TypeError(f"not a reply: {reply!r}")
+
+
+class LineFactory(ConnectionFactory):
+    """
+    Build L{LineProtocol}s that share one handler and one set of limits.
+
+    @ivar handler: Called with each line; see L{tcpcomm.line}.
+    @ivar delimiter: Appended to every reply: C{b"\\n"} or C{b"\\r\\n"}.
+    @ivar maxLineLength: The longest line accepted, in bytes, delimiter not
+        counted.
+    @ivar maxPending: How many replies may wait for slow handlers on one
+        connection before reading from it pauses.
+    """
+
+    protocol = LineProtocol
+
+    def __init__(
+        self,
+        handler: Handler = echoLine,
+        *,
+        delimiter: bytes = b"\n",
+        maxLineLength: int = DEFAULT_MAX_LINE_LENGTH,
+        maxPending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        super().__init__()
+        if delimiter not in DELIMITERS.values():
+            raise ValueError(
+                f"delimiter must be b'\\n' or b'\\r\\n', not {delimiter!r}"
+            )
+        if maxLineLength < 1:
+            raise ValueError(f"maxLineLength must be at least 1, not {maxLineLength}")
+        if maxPending < 1:
+            raise ValueError(f"maxPending must be at least 1, not {maxPending}")
+        self.handler = handler
+        self.delimiter = delimiter
+        self.maxLineLength = maxLineLength
+        self.maxPending = maxPending

@@ -1,0 +1,27 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+Counters a tcpcomm factory keeps for all of its connections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """
+    Running totals for one factory, updated as traffic flows.
+
+    @ivar connectionsOpen: Connections open now.
+    @ivar connectionsTotal: Connections accepted since the factory was made.
+    @ivar bytesIn: Bytes received from clients.
+    @ivar bytesOut: Bytes handed to transports for clients.
+    @ivar linesHandled: Complete lines passed to a line handler.
+    """
+
+    connectionsOpen: int = 0
+    connectionsTotal: int = 0
+    bytesIn: int = 0
+    bytesOut: int = 0
+    linesHandled: int = 0

@@ -1,0 +1,237 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd tcpcomm}: the command-line options and the service they describe.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorCore
+from twisted.python import usage
+
+from tcpcomm.connection import ConnectionFactory
+from tcpcomm.echo import EchoFactory
+from tcpcomm.endpoints import DEFAULT_BACKLOG, serverEndpointDescription
+from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
+from tcpcomm.line import DELIMITERS, Handler, LineFactory
+
+PROTOCOLS = ("line", "echo")
+
+
+def loadHandler(spec: str) -> Handler:
+    """
+    Import a line handler named as C{MODULE:CALLABLE}, where C{CALLABLE}
+    may be dotted (C{Class.method}).
+
+    @raise ValueError: With a readable message, if C{spec} is malformed,
+        cannot be imported, or names something that is not callable.
+    """
+    moduleName, _, path = spec.partition(":")
+    if not moduleName or not path:
+        raise ValueError(f"handler must be MODULE:CALLABLE, not {spec!r}")
+    try:
+        handler: object = importlib.import_module(moduleName)
+        for name in path.split("."):
+            handler = getattr(handler, name)
+    except Exception as e:
+        raise ValueError(
+            f"cannot load handler {spec!r}: {type(e).__name__}: {e}"
+        ) from None
+    if not callable(handler):
+        raise ValueError(f"handler {spec!r} is not callable")
+    return handler
+
+
+def _positiveInt(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+_positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    """
+    Options for C{twistd tcpcomm}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "A TCP server for many clients at once.  In line mode (the default)"
+        " each line a client sends is answered by a handler (default: echo"
+        " the line); in echo mode every byte comes back (RFC 862).  TCP"
+        f" endpoints get a listen backlog of {DEFAULT_BACKLOG} unless they"
+        " name one."
+    )
+
+    optParameters: ClassVar[list[list[Any]]] = [
+        ["protocol", None, "line", f"What to serve: {' or '.join(PROTOCOLS)}."],
+        [
+            "handler",
+            None,
+            None,
+            "Line mode: MODULE:CALLABLE answering each line (default: echo"
+            " the line).  MODULE is looked for on sys.path and in the current"
+            " directory.",
+        ],
+        ["delimiter", None, "lf", "Line mode: end replies with lf or crlf."],
+        [
+            "max-line-length",
+            None,
+            DEFAULT_MAX_LINE_LENGTH,
+            "Line mode: the longest line accepted, in bytes.",
+            _positiveInt,
+        ],
+    ]
+
+    compData = usage.Completions(
+        optActions={
+            "protocol": usage.CompleteList(list(PROTOCOLS)),
+            "delimiter": usage.CompleteList(list(DELIMITERS)),
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+
+    def opt_port(self, description: str) -> None:
+        try:
+            self["ports"].append(serverEndpointDescription(description))
+        except ValueError as e:
+            raise usage.UsageError(f"--port: {e}") from None
+
+    # usage shows an opt_ method's docstring as its help, spacing and all.
+    opt_port.__doc__ = (
+        "Listen on this endpoint; repeat to listen on several. A bare number N"
+        " means tcp:N; any Twisted server endpoint description works"
+        " (tcp:8000:interface=127.0.0.1, tcp6:8000, unix:/path/sock,"
+        " ssl:8443:privateKey=key.pem:certKey=cert.pem). Default: tcp:8000."
+    )
+
+    opt_p = opt_port
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}.
+
+        @raise usage.UsageError: On a mistake, when used on its own.
+        @raise SystemExit: On a mistake, when parsed as a subcommand of
+            twistd (or twist): the user then sees one readable line, not
+            twistd's whole usage text.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            raise SystemExit(f"twistd tcpcomm: error: {e}") from None
+
+    def postOptions(self) -> None:
+        """
+        Check every option now, so that a mistake stops start-up with one
+        readable line.
+        """
+        if not self["ports"]:
+            self["ports"] = [serverEndpointDescription("8000")]
+        protocol = self["protocol"]
+        if protocol not in PROTOCOLS:
+            raise usage.UsageError(
+                f"unknown protocol {protocol!r}: choose {' or '.join(PROTOCOLS)}"
+            )
+        if self["delimiter"] not in DELIMITERS:
+            raise usage.UsageError(
+                f"unknown delimiter {self['delimiter']!r}: choose lf or crlf"
+            )
+        if self["handler"] is not None:
+            if protocol != "line":
+                raise usage.UsageError("--handler applies to --protocol line only")
+            # Like other servers' app loaders, find MODULE in the current
+            # directory too; twistd does not put it on sys.path.
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            try:
+                self["handlerObject"] = loadHandler(self["handler"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+        for description in self["ports"]:
+            _checkEndpoint(description)
+
+
+def _checkEndpoint(description: str) -> None:
+    """
+    Build (but do not listen on) the endpoint C{description} names.
+
+    @raise usage.UsageError: If it is malformed or names a missing file.
+    """
+    from twisted.internet import reactor
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:
+        raise usage.UsageError(
+            f"bad endpoint {description!r}: {e or type(e).__name__}"
+        ) from None
+
+
+def makeFactory(config: usage.Options) -> ConnectionFactory:
+    """
+    Build the factory C{config} asks for.
+    """
+    if config["protocol"] == "echo":
+        return EchoFactory()
+    handler = config.get("handlerObject")
+    if handler is None and config["handler"] is not None:
+        handler = loadHandler(config["handler"])
+    kwargs: dict[str, Any] = {
+        "delimiter": DELIMITERS[config["delimiter"]],
+        "maxLineLength": config["max-line-length"],
+    }
+    if handler is not None:
+        return LineFactory(handler, **kwargs)
+    return LineFactory(**kwargs)
+
+
+class _ListeningService(MultiService):
+    """
+    The parent of tcpcomm's listening services: a port that cannot be
+    bound stops start-up with one readable line and exit status 1.
+    """
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit(f"twistd tcpcomm: error: {e}") from None
+
+
+def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> IService:
+    """
+    Build a service listening on every C{--port} with one shared factory.
+
+    @param reactor: The reactor to listen with; the global one by default.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    factory = makeFactory(config)
+    parent = _ListeningService()
+    for description in config["ports"]:
+        # strports makes a busy port fail start-up instead of being logged.
+        strports.service(description, factory, reactor=reactor).setServiceParent(parent)
+    return parent

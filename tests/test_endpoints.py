@@ -1,0 +1,98 @@
+"""
+Tests for L{tcpcomm.endpoints}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.trial.unittest import SynchronousTestCase
+
+from tcpcomm.endpoints import (
+    DEFAULT_BACKLOG,
+    formatAddress,
+    serverEndpointDescription,
+)
+
+
+class ServerEndpointDescriptionTests(SynchronousTestCase):
+    """
+    L{serverEndpointDescription} turns C{--port} values into descriptions.
+    """
+
+    def test_bareNumber(self) -> None:
+        """
+        A bare port number becomes a TCP endpoint with tcpcomm's backlog.
+        """
+        self.assertEqual(
+            serverEndpointDescription("8000"), f"tcp:8000:backlog={DEFAULT_BACKLOG}"
+        )
+
+    def test_backlogAddedToTcpAndSsl(self) -> None:
+        """
+        TCP, TCP6 and SSL descriptions without a backlog get the default one.
+        """
+        for text in ("tcp:80:interface=127.0.0.1", "tcp6:80", "ssl:443:privateKey=k"):
+            self.assertEqual(
+                serverEndpointDescription(text, backlog=7), f"{text}:backlog=7"
+            )
+
+    def test_explicitBacklogKept(self) -> None:
+        """
+        A backlog the user gave is left alone.
+        """
+        text = "tcp:8000:backlog=10"
+        self.assertEqual(serverEndpointDescription(text), text)
+
+    def test_escapedBacklogIsNotABacklog(self) -> None:
+        """
+        An escaped colon before C{backlog=} (inside another value) does not
+        count as a backlog option.
+        """
+        text = r"ssl:8443:privateKey=a\:backlog=1"
+        self.assertTrue(serverEndpointDescription(text).endswith(":backlog=1024"))
+
+    def test_otherKindsUnchanged(self) -> None:
+        """
+        UNIX and other endpoint kinds pass through untouched.
+        """
+        for text in ("unix:/tmp/sock", "systemd:domain=INET:index=0"):
+            self.assertEqual(serverEndpointDescription(text), text)
+
+    def test_whitespaceStripped(self) -> None:
+        """
+        Surrounding whitespace is ignored.
+        """
+        self.assertEqual(serverEndpointDescription(" 9 "), "tcp:9:backlog=1024")
+
+    def test_emptyRejected(self) -> None:
+        """
+        An empty description is refused with C{ValueError}.
+        """
+        self.assertRaises(ValueError, serverEndpointDescription, "  ")
+
+
+class FormatAddressTests(SynchronousTestCase):
+    """
+    L{formatAddress} names addresses as people type them.
+    """
+
+    def test_ipv4(self) -> None:
+        """
+        IPv4 addresses print as host:port.
+        """
+        self.assertEqual(
+            formatAddress(IPv4Address("TCP", "127.0.0.1", 8000)), "127.0.0.1:8000"
+        )
+
+    def test_ipv6(self) -> None:
+        """
+        IPv6 addresses print with brackets around the host.
+        """
+        self.assertEqual(formatAddress(IPv6Address("TCP", "::1", 8000)), "[::1]:8000")
+
+    def test_unix(self) -> None:
+        """
+        UNIX addresses print as unix:path, and unnamed ones say so.
+        """
+        self.assertEqual(formatAddress(UNIXAddress(b"/tmp/s")), "unix:/tmp/s")
+        self.assertEqual(formatAddress(UNIXAddress(None)), "unix:(unnamed)")

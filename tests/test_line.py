@@ -1,0 +1,476 @@
+"""
+Tests for L{tcpcomm.line}: the protocol's logic on an in-memory transport,
+and pipelining, limits, failures and half-close over real loopback sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, cast
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tcpcomm.client import exchange
+from tcpcomm.line import (
+    INTERNAL_ERROR,
+    Handler,
+    HandlerResult,
+    LineFactory,
+    LineProtocol,
+)
+from tcpcomm.testing import startServer
+
+
+def connect(factory: LineFactory) -> tuple[LineProtocol, StringTransport]:
+    """
+    Connect a protocol from C{factory} to a fresh L{StringTransport}.
+    """
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    assert isinstance(protocol, LineProtocol)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 4321))
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class LogCapture:
+    """
+    Collect log events published while a test runs.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase) -> None:
+        self.events: list[LogEvent] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        testCase.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def failures(self) -> list[Failure]:
+        return [e["log_failure"] for e in self.events if "log_failure" in e]
+
+
+class LineProtocolTests(SynchronousTestCase):
+    """
+    L{LineProtocol} on an in-memory transport.
+    """
+
+    def test_echoByDefault(self) -> None:
+        """
+        Without a handler, each line comes back as it was, ending in LF.
+        """
+        protocol, transport = connect(LineFactory())
+        protocol.dataReceived(b"hello\nworld\n")
+        self.assertEqual(transport.value(), b"hello\nworld\n")
+
+    def test_crlfInLfOut(self) -> None:
+        """
+        A CR before the LF is dropped from the line; replies use the factory's
+        delimiter.
+        """
+        seen: list[bytes] = []
+
+        def handler(line: bytes) -> bytes:
+            seen.append(line)
+            return line
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"a\r\nb\n")
+        self.assertEqual(seen, [b"a", b"b"])
+        self.assertEqual(transport.value(), b"a\nb\n")
+
+    def test_crlfDelimiter(self) -> None:
+        """
+        With C{delimiter=b"\\r\\n"} every reply ends in CRLF.
+        """
+        protocol, transport = connect(LineFactory(delimiter=b"\r\n"))
+        protocol.dataReceived(b"a\nb\r\n")
+        self.assertEqual(transport.value(), b"a\r\nb\r\n")
+
+    def test_badDelimiterRejected(self) -> None:
+        """
+        A delimiter other than LF or CRLF is refused at construction.
+        """
+        self.assertRaises(ValueError, LineFactory, delimiter=b";")
+
+    def test_strReplyIsUtf8(self) -> None:
+        """
+        A C{str} reply is sent encoded as UTF-8.
+        """
+        protocol, transport = connect(LineFactory(lambda line: "héllo"))
+        protocol.dataReceived(b"x\n")
+        self.assertEqual(transport.value(), "héllo\n".encode())
+
+    def test_noneMeansNoReply(self) -> None:
+        """
+        A handler returning C{None} sends nothing for that line.
+        """
+        protocol, transport = connect(
+            LineFactory(lambda line: None if line == b"quiet" else line)
+        )
+        protocol.dataReceived(b"quiet\nloud\n")
+        self.assertEqual(transport.value(), b"loud\n")
+
+    def test_emptyReplyIsEmptyLine(self) -> None:
+        """
+        A handler returning C{b""} sends an empty line.
+        """
+        protocol, transport = connect(LineFactory(lambda line: b""))
+        protocol.dataReceived(b"x\n")
+        self.assertEqual(transport.value(), b"\n")
+
+    def test_oneWritePerRead(self) -> None:
+        """
+        All synchronous replies to one read go out in a single write.
+        """
+        protocol, transport = connect(LineFactory())
+        writes: list[bytes] = []
+        transport.write = writes.append  # type: ignore[method-assign]
+        protocol.dataReceived(b"a\nb\nc\n")
+        self.assertEqual(writes, [b"a\nb\nc\n"])
+
+    def test_deferredReply(self) -> None:
+        """
+        A Deferred reply is sent when it fires.
+        """
+        d: Deferred[bytes] = Deferred()
+        protocol, transport = connect(LineFactory(lambda line: d))
+        protocol.dataReceived(b"x\n")
+        self.assertEqual(transport.value(), b"")
+        d.callback(b"done")
+        self.assertEqual(transport.value(), b"done\n")
+
+    def test_alreadyFiredDeferredKeepsOrder(self) -> None:
+        """
+        A Deferred that has already fired is sent after the replies to the
+        lines before it, in the same read.
+        """
+        protocol, transport = connect(
+            LineFactory(lambda line: succeed(line) if line == b"b" else line)
+        )
+        protocol.dataReceived(b"a\nb\nc\n")
+        self.assertEqual(transport.value(), b"a\nb\nc\n")
+
+    def test_coroutineReply(self) -> None:
+        """
+        A coroutine's return value is the reply.
+        """
+        d: Deferred[bytes] = Deferred()
+
+        async def handler(line: bytes) -> bytes:
+            return (await d) + line
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"x\n")
+        d.callback(b"got ")
+        self.assertEqual(transport.value(), b"got x\n")
+
+    def test_repliesInRequestOrder(self) -> None:
+        """
+        Replies go out in request order when handlers finish out of order,
+        and synchronous replies wait behind slower ones before them.
+        """
+        waiting: dict[bytes, Deferred[bytes]] = {}
+
+        def handler(line: bytes) -> HandlerResult:
+            if line.startswith(b"slow"):
+                waiting[line] = Deferred()
+                return waiting[line]
+            return line
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"fast1\nslow1\nfast2\nslow2\nfast3\n")
+        self.assertEqual(transport.value(), b"fast1\n")
+        waiting[b"slow2"].callback(b"slow2")
+        self.assertEqual(transport.value(), b"fast1\n")
+        waiting[b"slow1"].callback(b"slow1")
+        self.assertEqual(transport.value(), b"fast1\nslow1\nfast2\nslow2\nfast3\n")
+
+    def test_handlerExceptionGivesErrorLine(self) -> None:
+        """
+        A handler that raises gives the client one ERROR line without
+        details, logs the traceback, and the next line is still answered.
+        """
+        logs = LogCapture(self)
+
+        def handler(line: bytes) -> bytes:
+            if line == b"boom":
+                raise RuntimeError("secret internals")
+            return line
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"boom\nok\n")
+        self.assertEqual(transport.value(), INTERNAL_ERROR + b"\nok\n")
+        self.assertNotIn(b"secret", transport.value())
+        [failure] = logs.failures()
+        self.assertTrue(failure.check(RuntimeError))
+        self.assertFalse(transport.disconnecting)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_failedDeferredGivesErrorLine(self) -> None:
+        """
+        A handler whose Deferred fails gives one ERROR line in that reply's
+        place, logged, and later replies still follow.
+        """
+        logs = LogCapture(self)
+        d: Deferred[bytes] = Deferred()
+        protocol, transport = connect(
+            LineFactory(lambda line: d if line == b"a" else line)
+        )
+        protocol.dataReceived(b"a\nb\n")
+        d.errback(ValueError("hidden"))
+        self.assertEqual(transport.value(), INTERNAL_ERROR + b"\nb\n")
+        self.assertEqual(len(logs.failures()), 1)
+        self.flushLoggedErrors(ValueError)
+
+    def test_wrongReplyTypeGivesErrorLine(self) -> None:
+        """
+        A handler returning something that is not a reply (an int, or a
+        Deferred of one) gets an ERROR line and a log entry.
+        """
+        logs = LogCapture(self)
+        replies: dict[bytes, Any] = {b"int": 42, b"deferred": succeed(42)}
+        handler: Handler = replies.__getitem__
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"int\ndeferred\n")
+        self.assertEqual(
+            transport.value(), INTERNAL_ERROR + b"\n" + INTERNAL_ERROR + b"\n"
+        )
+        self.assertEqual(
+            [e["log_level"].name for e in logs.events if "result" in e],
+            ["error", "error"],
+        )
+
+    def test_overlongLine(self) -> None:
+        """
+        A line over the limit: earlier replies first, then the ERROR line,
+        then the connection closes.
+        """
+        protocol, transport = connect(LineFactory(maxLineLength=4))
+        protocol.dataReceived(b"ok\n12345\nlost\n")
+        self.assertEqual(
+            transport.value(), b"ok\nERROR line too long (limit 4 bytes)\n"
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(transport.producer)
+
+    def test_overlongLineWaitsForPendingReplies(self) -> None:
+        """
+        The ERROR for an overlong line waits behind pending replies, and the
+        connection closes only after they are sent.
+        """
+        d: Deferred[bytes] = Deferred()
+        protocol, transport = connect(LineFactory(lambda line: d, maxLineLength=4))
+        protocol.dataReceived(b"x\n12345")
+        self.assertEqual(transport.value(), b"")
+        self.assertFalse(transport.disconnecting)
+        d.callback(b"late")
+        self.assertEqual(
+            transport.value(), b"late\nERROR line too long (limit 4 bytes)\n"
+        )
+        self.assertTrue(transport.disconnecting)
+
+    def test_halfCloseHandlesLastLine(self) -> None:
+        """
+        At half-close a last line without delimiter is handled, and the
+        server closes after replying.
+        """
+        protocol, transport = connect(LineFactory())
+        protocol.dataReceived(b"one\ntwo")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"one\ntwo\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_halfCloseWaitsForPendingReplies(self) -> None:
+        """
+        After half-close the server closes only once every pending reply has
+        been sent.
+        """
+        d: Deferred[bytes] = Deferred()
+        protocol, transport = connect(LineFactory(lambda line: d))
+        protocol.dataReceived(b"x\n")
+        protocol.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        d.callback(b"reply")
+        self.assertEqual(transport.value(), b"reply\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_lostConnectionCancelsHandlers(self) -> None:
+        """
+        Handlers still running when the connection is lost are cancelled,
+        without logging an error.
+        """
+        logs = LogCapture(self)
+        cancelled: list[Deferred[bytes]] = []
+        d: Deferred[bytes] = Deferred(cancelled.append)
+        protocol, _transport = connect(LineFactory(lambda line: d))
+        protocol.dataReceived(b"x\n")
+        protocol.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(cancelled, [d])
+        self.assertEqual(logs.failures(), [])
+
+    def test_tooManyPendingPausesReading(self) -> None:
+        """
+        Reading pauses while C{maxPending} replies wait on handlers, and
+        resumes once they drain.
+        """
+        waiting: list[Deferred[bytes]] = []
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred())
+            return waiting[-1]
+
+        protocol, transport = connect(LineFactory(handler, maxPending=2))
+        protocol.dataReceived(b"a\n")
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"b\n")
+        self.assertEqual(transport.producerState, "paused")
+        waiting[0].callback(b"a")
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_writeBufferFullPausesReading(self) -> None:
+        """
+        When the transport reports its write buffer full, reading pauses
+        until it drains.
+        """
+        protocol, transport = connect(LineFactory())
+        self.assertIs(transport.producer, protocol)
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        self.assertTrue(protocol.readingPaused)
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_subclassHook(self) -> None:
+        """
+        A subclass can answer lines by overriding C{lineReceived}.
+        """
+
+        class Upper(LineProtocol):
+            def lineReceived(self, line: bytes) -> HandlerResult:
+                return line.upper()
+
+        factory = LineFactory()
+        factory.protocol = Upper
+        protocol, transport = connect(factory)
+        protocol.dataReceived(b"abc\n")
+        self.assertEqual(transport.value(), b"ABC\n")
+
+    def test_countersAndLogLine(self) -> None:
+        """
+        The factory counts lines and bytes; the close log line names the peer
+        and its byte and line counts.
+        """
+        logs = LogCapture(self)
+        factory = LineFactory()
+        protocol, _transport = connect(factory)
+        protocol.dataReceived(b"ab\ncd\n")
+        self.assertEqual(factory.stats.linesHandled, 2)
+        self.assertEqual(factory.stats.bytesIn, 6)
+        self.assertEqual(factory.stats.bytesOut, 6)
+        self.assertEqual(factory.stats.connectionsOpen, 1)
+        protocol.connectionLost(Failure(ConnectionError("bye")))
+        self.assertEqual(factory.stats.connectionsOpen, 0)
+        self.assertEqual(factory.stats.connectionsTotal, 1)
+        closing = [e for e in logs.events if "summary" in e]
+        self.assertEqual(len(closing), 1)
+        self.assertEqual(closing[0]["peer"], "192.0.2.7:4321")
+        self.assertEqual(closing[0]["summary"], "6 bytes in, 6 bytes out, 2 lines")
+
+
+async def waitUntil(predicate: Any, timeout: float = 10.0) -> None:
+    """
+    Poll C{predicate} every 10 ms until it is true; fail after C{timeout}.
+    """
+    for _ in range(int(timeout * 100)):
+        if predicate():
+            return
+        await deferLater(reactor, 0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+
+
+class LineServerTests(TestCase):
+    """
+    A line server over real sockets on 127.0.0.1.
+    """
+
+    async def test_pipelinedOutOfOrder(self) -> None:
+        """
+        100 pipelined lines whose handlers finish in reverse order come back
+        in request order.
+        """
+        count = 100
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            delay = (count - int(line)) / 2000
+            return deferLater(reactor, delay, lambda: b"reply " + line)
+
+        server = startServer(self, LineFactory(handler))
+        request = b"".join(b"%d\n" % i for i in range(count))
+        reply = await exchange(reactor, server.endpoint(), request)
+        self.assertEqual(reply, b"".join(b"reply %d\n" % i for i in range(count)))
+
+    async def test_overlongLine(self) -> None:
+        """
+        Over a socket: replies to earlier lines, then the ERROR line, then
+        the server closes, without waiting for the client to finish.
+        """
+        server = startServer(self, LineFactory(maxLineLength=1000))
+        reply = await exchange(
+            reactor, server.endpoint(), b"first\n" + b"x" * 5000 + b"\nafter\n"
+        )
+        self.assertEqual(reply, b"first\nERROR line too long (limit 1000 bytes)\n")
+
+    async def test_handlerException(self) -> None:
+        """
+        Over a socket: a raising handler costs one ERROR line, and the lines
+        after it are answered on the same connection.
+        """
+
+        def handler(line: bytes) -> bytes:
+            if line == b"bad":
+                raise ZeroDivisionError()
+            return line
+
+        server = startServer(self, LineFactory(handler))
+        reply = await exchange(reactor, server.endpoint(), b"a\nbad\nb\n")
+        self.assertEqual(reply, b"a\n" + INTERNAL_ERROR + b"\nb\n")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    async def test_lastLineAtHalfClose(self) -> None:
+        """
+        A last line with no delimiter is answered when the client half-closes.
+        """
+        server = startServer(self, LineFactory(lambda line: line[::-1]))
+        reply = await exchange(reactor, server.endpoint(), b"abc\ndef")
+        self.assertEqual(reply, b"cba\nfed\n")
+
+    async def test_manyClientsGetTheirOwnReplies(self) -> None:
+        """
+        200 clients at once, 50 lines each, each get exactly the replies to
+        their own lines.
+        """
+        server = startServer(self, LineFactory(lambda line: b"ack " + line))
+
+        def request(client: int) -> bytes:
+            return b"".join(b"client %d line %d\n" % (client, i) for i in range(50))
+
+        replies = await gatherResults(
+            [exchange(reactor, server.endpoint(), request(c)) for c in range(200)]
+        )
+        for client, reply in enumerate(replies):
+            expected = request(client).replace(b"client", b"ack client")
+            self.assertEqual(
+                hashlib.sha256(reply).hexdigest(),
+                hashlib.sha256(expected).hexdigest(),
+                f"client {client}",
+            )
+        factory = server.factory
+        assert isinstance(factory, LineFactory)
+        await waitUntil(lambda: factory.stats.connectionsOpen == 0)
+        self.assertEqual(factory.stats.connectionsTotal, 200)
+        self.assertEqual(factory.stats.linesHandled, 200 * 50)

@@ -1,0 +1,13 @@
+"""
+The C{twistd tcpcomm} plugin: a shim naming L{tcpcomm.tap}, which is imported
+only when the plugin is used, so C{twistd --help} stays cheap.
+"""
+
+from twisted.application.service import ServiceMaker
+
+tcpcomm = ServiceMaker(
+    "tcpcomm",
+    "tcpcomm.tap",
+    "A TCP server for many clients at once: line and echo modes.",
+    "tcpcomm",
+)
