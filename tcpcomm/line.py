@@ -119,7 +119,7 @@ class LineProtocol(ConnectionProtocol):
         lines = framer.feed(data)
         if lines:
             self._handleLines(lines)
-        if framer.overflowed and not self.closing:
+        if framer.overflowed and not self._wantClose:
             self._lineTooLong()
 
     def inputEnded(self) -> None:

@@ -274,6 +274,20 @@ class LineProtocolTests(SynchronousTestCase):
         )
         self.assertTrue(transport.disconnecting)
 
+    def test_overlongLineAnsweredOnce(self) -> None:
+        """
+        Data arriving after an overlong line, while replies are still
+        pending, gets no second ERROR line.
+        """
+        d: Deferred[bytes] = Deferred()
+        protocol, transport = connect(LineFactory(lambda line: d, maxLineLength=4))
+        protocol.dataReceived(b"x\n12345")
+        protocol.dataReceived(b"6789\nmore\n")
+        d.callback(b"late")
+        self.assertEqual(
+            transport.value(), b"late\nERROR line too long (limit 4 bytes)\n"
+        )
+
     def test_halfCloseHandlesLastLine(self) -> None:
         """
         At half-close a last line without delimiter is handled, and the
