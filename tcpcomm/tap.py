@@ -27,11 +27,15 @@ from tcpcomm.line import DELIMITERS, Handler, LineFactory
 PROTOCOLS = ("line", "echo")
 
 
-def loadHandler(spec: str) -> Handler:
+def loadHandler(spec: str, directory: str | None = None) -> Handler:
     """
     Import a line handler named as C{MODULE:CALLABLE}, where C{CALLABLE}
     may be dotted (C{Class.method}).
 
+    @param directory: Where else to look for C{MODULE} if it is not on
+        C{sys.path} (twistd does not put the current directory there).  If
+        the handler is found there, C{directory} stays on C{sys.path} so the
+        module can import its neighbours.
     @raise ValueError: With a readable message, if C{spec} is malformed,
         cannot be imported, or names something that is not callable.
     """
@@ -39,7 +43,20 @@ def loadHandler(spec: str) -> Handler:
     if not moduleName or not path:
         raise ValueError(f"handler must be MODULE:CALLABLE, not {spec!r}")
     try:
-        handler: object = importlib.import_module(moduleName)
+        try:
+            module = importlib.import_module(moduleName)
+        except ModuleNotFoundError as e:
+            top = moduleName.partition(".")[0]
+            if directory is None or e.name != top or directory in sys.path:
+                raise
+            sys.path.insert(0, directory)
+            importlib.invalidate_caches()
+            try:
+                module = importlib.import_module(moduleName)
+            except BaseException:
+                sys.path.remove(directory)
+                raise
+        handler: object = module
         for name in path.split("."):
             handler = getattr(handler, name)
     except Exception as e:
@@ -111,9 +128,11 @@ class Options(usage.Options):
 
     def opt_port(self, description: str) -> None:
         try:
-            self["ports"].append(serverEndpointDescription(description))
+            normalized = serverEndpointDescription(description)
         except ValueError as e:
             raise usage.UsageError(f"--port: {e}") from None
+        _checkEndpoint(description, normalized)
+        self["ports"].append(normalized)
 
     # usage shows an opt_ method's docstring as its help, spacing and all.
     opt_port.__doc__ = (
@@ -160,22 +179,17 @@ class Options(usage.Options):
         if self["handler"] is not None:
             if protocol != "line":
                 raise usage.UsageError("--handler applies to --protocol line only")
-            # Like other servers' app loaders, find MODULE in the current
-            # directory too; twistd does not put it on sys.path.
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
             try:
-                self["handlerObject"] = loadHandler(self["handler"])
+                self["handlerObject"] = loadHandler(self["handler"], os.getcwd())
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
-        for description in self["ports"]:
-            _checkEndpoint(description)
 
 
-def _checkEndpoint(description: str) -> None:
+def _checkEndpoint(typed: str, description: str) -> None:
     """
     Build (but do not listen on) the endpoint C{description} names.
 
+    @param typed: What the user typed, for the error message.
     @raise usage.UsageError: If it is malformed or names a missing file.
     """
     from twisted.internet import reactor
@@ -184,7 +198,7 @@ def _checkEndpoint(description: str) -> None:
         serverFromString(reactor, description)
     except Exception as e:
         raise usage.UsageError(
-            f"bad endpoint {description!r}: {e or type(e).__name__}"
+            f"bad endpoint {typed!r}: {e or type(e).__name__}"
         ) from None
 
 
@@ -213,10 +227,15 @@ class _ListeningService(MultiService):
     """
 
     def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            raise SystemExit(f"twistd tcpcomm: error: {e}") from None
+        started: list[IService] = []
+        for service in self:
+            try:
+                service.privilegedStartService()
+            except CannotListenError as e:
+                for listening in started:
+                    listening.stopService()
+                raise SystemExit(f"twistd tcpcomm: error: {e}") from None
+            started.append(service)
 
 
 def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> IService:

@@ -1,0 +1,721 @@
+"""
+Tests for L{tcpcomm.tap}, in process: option parsing on its own and as
+twistd's subcommand, the service L{tcpcomm.tap.makeService} builds (serving
+real clients on 127.0.0.1), and the plugin as twistd loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, IServiceMaker, MultiService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.internet.testing import MemoryReactor
+from twisted.python import usage
+from twisted.scripts.twistd import ServerOptions  # type: ignore[attr-defined]
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from tcpcomm.client import ConnectionFailed, exchange
+from tcpcomm.echo import EchoFactory
+from tcpcomm.line import LineFactory, echoLine
+from tcpcomm.tap import Options, loadHandler, makeFactory, makeService
+from tests.test_plugin import runToEnd, temporaryDirectory
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+"""
+The checkout these tests belong to.
+"""
+
+LOOPBACK_PORT = "tcp:0:interface=127.0.0.1"
+"""
+An ephemeral port on 127.0.0.1, as C{--port} takes it.
+"""
+
+
+def shout(line: bytes) -> bytes:
+    """
+    A line handler for C{--handler tests.test_tap:shout}: upper-case the line.
+    """
+    return line.upper()
+
+
+class Namespace:
+    """
+    A dotted path for C{--handler MODULE:Class.attribute}.
+    """
+
+    notCallable = 42
+
+    @staticmethod
+    def whisper(line: bytes) -> bytes:
+        """
+        Lower-case the line.
+        """
+        return line.lower()
+
+
+def parse(testCase: SynchronousTestCase, args: Sequence[str]) -> Options:
+    """
+    Parse C{args} with a fresh L{Options}, undoing afterwards the change
+    C{--handler} makes to C{sys.path} (it adds the current directory).
+    """
+    testCase.addCleanup(sys.path.__setitem__, slice(None), sys.path[:])
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def usageError(testCase: SynchronousTestCase, args: Sequence[str]) -> str:
+    """
+    Parse C{args} with a fresh L{Options}, assert that it raises
+    L{usage.UsageError}, and return the error's message.
+    """
+    testCase.addCleanup(sys.path.__setitem__, slice(None), sys.path[:])
+    error = testCase.assertRaises(usage.UsageError, Options().parseOptions, list(args))
+    return str(error)
+
+
+def subcommandError(testCase: SynchronousTestCase, args: Sequence[str]) -> str:
+    """
+    Parse C{["tcpcomm", *args]} as twistd does, assert that it raises
+    L{SystemExit}, and return the exit message.
+    """
+    testCase.addCleanup(sys.path.__setitem__, slice(None), sys.path[:])
+    error = testCase.assertRaises(
+        SystemExit, ServerOptions().parseOptions, ["tcpcomm", *args]
+    )
+    testCase.assertIsInstance(error.code, str)
+    return str(error.code)
+
+
+@implementer(IStreamServerEndpoint)
+class RecordingEndpoint:
+    """
+    Wrap a server endpoint, remembering every port it listens on.
+
+    L{StreamServerEndpointService.endpoint} is a documented attribute, so
+    wrapping it reads the port a service bound without reaching into the
+    service's private state.
+    """
+
+    def __init__(self, wrapped: IStreamServerEndpoint) -> None:
+        self.wrapped = wrapped
+        self.ports: list[IListeningPort] = []
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """
+        Listen with the wrapped endpoint; remember the port.
+        """
+
+        def record(port: IListeningPort) -> IListeningPort:
+            self.ports.append(port)
+            return port
+
+        d: Deferred[IListeningPort] = self.wrapped.listen(factory)
+        return d.addCallback(record)
+
+
+def endpointServices(service: IService) -> list[StreamServerEndpointService]:
+    """
+    The children of C{service}, asserting each is an endpoint service.
+    """
+    assert isinstance(service, MultiService), service
+    children = list(service)
+    for child in children:
+        assert isinstance(child, StreamServerEndpointService), child
+    return children
+
+
+def startRecorded(testCase: SynchronousTestCase, service: IService) -> list[int]:
+    """
+    Start C{service} as twistd does (privileged start, then start), with
+    every child's endpoint wrapped in a L{RecordingEndpoint}, and stop it at
+    C{testCase}'s clean-up.
+
+    If starting fails, the ports bound before the failure are closed at
+    clean-up and the exception propagates.
+
+    @return: The port numbers bound, in the children's order.
+    """
+    recorders: list[RecordingEndpoint] = []
+    for child in endpointServices(service):
+        recorder = RecordingEndpoint(child.endpoint)
+        child.endpoint = recorder
+        recorders.append(recorder)
+
+    def closeRecorded() -> Deferred[Any]:
+        return DeferredList(
+            [maybeDeferred(p.stopListening) for r in recorders for p in r.ports],
+            fireOnOneErrback=True,
+        )
+
+    try:
+        service.privilegedStartService()
+    except BaseException:
+        testCase.addCleanup(closeRecorded)
+        raise
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    numbers = []
+    for recorder in recorders:
+        [port] = recorder.ports
+        numbers.append(port.getHost().port)  # type: ignore[attr-defined]
+    return numbers
+
+
+def loopback(port: int) -> TCP4ClientEndpoint:
+    """
+    A client endpoint for C{port} on 127.0.0.1.
+    """
+    return TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{Options} parsed on its own.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        With no arguments: port 8000 with tcpcomm's backlog, line mode, LF
+        replies, 65536-byte lines, no handler.
+        """
+        options = parse(self, [])
+        self.assertEqual(options["ports"], ["tcp:8000:backlog=1024"])
+        self.assertEqual(options["protocol"], "line")
+        self.assertEqual(options["delimiter"], "lf")
+        self.assertEqual(options["max-line-length"], 65536)
+        self.assertIsNone(options["handler"])
+
+    def test_portRepeatableAndNormalized(self) -> None:
+        """
+        C{-p}/C{--port} may be repeated; a bare number becomes C{tcp:N} and
+        TCP endpoints without a backlog get C{backlog=1024}, in order.
+        """
+        options = parse(
+            self,
+            ["-p", "8001", "--port", r"tcp6:8002:interface=\:\:1", "-p", "8003"],
+        )
+        self.assertEqual(
+            options["ports"],
+            [
+                "tcp:8001:backlog=1024",
+                r"tcp6:8002:interface=\:\:1:backlog=1024",
+                "tcp:8003:backlog=1024",
+            ],
+        )
+
+    def test_explicitBacklogKept(self) -> None:
+        """
+        A port that names its own backlog keeps it.
+        """
+        options = parse(self, ["-p", "tcp:8001:backlog=7"])
+        self.assertEqual(options["ports"], ["tcp:8001:backlog=7"])
+
+    def test_protocolEcho(self) -> None:
+        """
+        C{--protocol echo} selects echo mode.
+        """
+        self.assertEqual(parse(self, ["--protocol", "echo"])["protocol"], "echo")
+
+    def test_delimiterCrlf(self) -> None:
+        """
+        C{--delimiter crlf} is accepted.
+        """
+        self.assertEqual(parse(self, ["--delimiter", "crlf"])["delimiter"], "crlf")
+
+    def test_maxLineLengthIsInt(self) -> None:
+        """
+        C{--max-line-length} is converted to an C{int}.
+        """
+        self.assertEqual(
+            parse(self, ["--max-line-length", "10"])["max-line-length"], 10
+        )
+
+    def test_unknownProtocol(self) -> None:
+        """
+        An unknown protocol is refused with a message naming it and the
+        choices.
+        """
+        message = usageError(self, ["--protocol", "foo"])
+        self.assertEqual(message, "unknown protocol 'foo': choose line or echo")
+
+    def test_unknownDelimiter(self) -> None:
+        """
+        An unknown delimiter is refused with a message naming it and the
+        choices.
+        """
+        message = usageError(self, ["--delimiter", "cr"])
+        self.assertEqual(message, "unknown delimiter 'cr': choose lf or crlf")
+
+    def test_maxLineLengthZero(self) -> None:
+        """
+        C{--max-line-length 0} is refused, saying what is expected.
+        """
+        message = usageError(self, ["--max-line-length", "0"])
+        self.assertIn("at least 1", message)
+        self.assertIn("'0'", message)
+
+    def test_maxLineLengthNotANumber(self) -> None:
+        """
+        C{--max-line-length abc} is refused, naming the value.
+        """
+        message = usageError(self, ["--max-line-length", "abc"])
+        self.assertIn("at least 1", message)
+        self.assertIn("'abc'", message)
+
+    def test_unknownEndpointType(self) -> None:
+        """
+        An endpoint of an unknown type is refused, naming it.
+        """
+        message = usageError(self, ["-p", "bogus:1"])
+        self.assertIn("bad endpoint", message)
+        self.assertIn("bogus", message)
+
+    def test_malformedEndpointPort(self) -> None:
+        """
+        A TCP endpoint whose port is not a number is refused, naming it.
+        """
+        message = usageError(self, ["-p", "tcp:abc"])
+        self.assertIn("bad endpoint 'tcp:abc'", message)
+        self.assertNotIn("backlog", message)
+
+    def test_emptyPort(self) -> None:
+        """
+        An empty C{--port} is refused, saying it is empty.
+        """
+        message = usageError(self, ["--port", ""])
+        self.assertEqual(message, "--port: an endpoint description cannot be empty")
+
+    def test_handlerWithoutColon(self) -> None:
+        """
+        A handler not of the form C{MODULE:CALLABLE} is refused, naming the
+        expected form.
+        """
+        message = usageError(self, ["--handler", "nocolon"])
+        self.assertIn("MODULE:CALLABLE", message)
+        self.assertIn("'nocolon'", message)
+
+    def test_handlerUnimportable(self) -> None:
+        """
+        A handler whose module cannot be imported is refused, naming it and
+        the import error.
+        """
+        message = usageError(self, ["--handler", "no.such.module:f"])
+        self.assertIn("'no.such.module:f'", message)
+        self.assertIn("ModuleNotFoundError", message)
+
+    def test_handlerMissingAttribute(self) -> None:
+        """
+        A handler naming a missing attribute of a real module is refused,
+        naming it.
+        """
+        message = usageError(self, ["--handler", "tests.test_tap:noSuchThing"])
+        self.assertIn("'tests.test_tap:noSuchThing'", message)
+        self.assertIn("AttributeError", message)
+
+    def test_handlerNotCallable(self) -> None:
+        """
+        A handler naming something that is not callable is refused.
+        """
+        self.assertEqual(
+            usageError(self, ["--handler", "os:sep"]),
+            "handler 'os:sep' is not callable",
+        )
+
+    def test_handlerWithEcho(self) -> None:
+        """
+        C{--handler} with C{--protocol echo} is refused.
+        """
+        message = usageError(
+            self, ["--protocol", "echo", "--handler", "tests.test_tap:shout"]
+        )
+        self.assertIn("--handler", message)
+        self.assertIn("line", message)
+
+    def test_handlerLoaded(self) -> None:
+        """
+        C{--handler tests.test_tap:shout} loads this module's L{shout}.
+        """
+        options = parse(self, ["--handler", "tests.test_tap:shout"])
+        self.assertIs(options["handlerObject"], shout)
+        self.assertIs(makeFactory(options).handler, shout)  # type: ignore[attr-defined]
+
+    def test_handlerDottedPath(self) -> None:
+        """
+        The callable may be a dotted path inside the module.
+        """
+        options = parse(self, ["--handler", "tests.test_tap:Namespace.whisper"])
+        self.assertIs(options["handlerObject"], Namespace.whisper)
+
+    def test_handlerDottedPathNotCallable(self) -> None:
+        """
+        A dotted path ending at something not callable is refused.
+        """
+        spec = "tests.test_tap:Namespace.notCallable"
+        message = usageError(self, ["--handler", spec])
+        self.assertIn("not callable", message)
+
+    def test_errorsAreOneLine(self) -> None:
+        """
+        Every mistake above is reported in a single line.
+        """
+        mistakes = [
+            ["--protocol", "foo"],
+            ["--delimiter", "cr"],
+            ["--max-line-length", "0"],
+            ["--max-line-length", "abc"],
+            ["-p", "bogus:1"],
+            ["-p", "tcp:abc"],
+            ["--port", ""],
+            ["--handler", "nocolon"],
+            ["--handler", "no.such.module:f"],
+            ["--handler", "os:sep"],
+            ["--protocol", "echo", "--handler", "tests.test_tap:shout"],
+        ]
+        for args in mistakes:
+            message = usageError(self, args)
+            self.assertTrue(message, args)
+            self.assertNotIn("\n", message, args)
+
+
+class SubcommandTests(SynchronousTestCase):
+    """
+    L{Options} parsed as the C{tcpcomm} subcommand of twistd's
+    L{ServerOptions}.
+    """
+
+    def test_mistakeIsOneLineSystemExit(self) -> None:
+        """
+        A mistake raises L{SystemExit} with one line starting
+        C{twistd tcpcomm: error:} and saying what is wrong.
+        """
+        message = subcommandError(self, ["--protocol", "foo"])
+        self.assertEqual(
+            message,
+            "twistd tcpcomm: error: unknown protocol 'foo': choose line or echo",
+        )
+
+    def test_everyMistakeIsOneLine(self) -> None:
+        """
+        Unknown options, missing arguments, bad values, endpoints and
+        handlers all end in one C{twistd tcpcomm: error:} line.
+        """
+        mistakes = [
+            ["--bogus"],
+            ["-p"],
+            ["--delimiter", "cr"],
+            ["--max-line-length", "0"],
+            ["-p", "bogus:1"],
+            ["--port", ""],
+            ["--handler", "no.such.module:f"],
+        ]
+        for args in mistakes:
+            message = subcommandError(self, args)
+            self.assertTrue(message.startswith("twistd tcpcomm: error: "), message)
+            self.assertNotIn("\n", message, args)
+
+    def test_pluginMakesService(self) -> None:
+        """
+        The plugin twistd finds as C{tcpcomm} turns the parsed subcommand
+        options into a service with one listening child per port.
+        """
+        config = ServerOptions()
+        config.parseOptions(["tcpcomm", "-p", LOOPBACK_PORT])
+        plugin = config.loadedPlugins["tcpcomm"]
+        self.assertTrue(IServiceMaker.providedBy(plugin))
+        self.assertEqual(plugin.tapname, "tcpcomm")
+        self.assertIsInstance(config.subOptions, Options)
+        self.assertEqual(config.subOptions["ports"], [LOOPBACK_PORT + ":backlog=1024"])
+        service = plugin.makeService(config.subOptions)
+        self.assertTrue(IService.providedBy(service))
+        self.assertEqual(len(endpointServices(service)), 1)
+
+
+class PluginModuleTests(SynchronousTestCase):
+    """
+    The plugin module, C{twisted/plugins/tcpcomm_plugin.py}.
+    """
+
+    def test_importIsCheap(self) -> None:
+        """
+        Running this checkout's plugin module (as C{twistd --help} imports
+        it), in a fresh isolated interpreter, imports neither the reactor nor
+        any of C{tcpcomm}.
+        """
+        script = (
+            "import json, runpy, sys\n"
+            "plugin = runpy.run_path(sys.argv[1])\n"
+            "print(json.dumps({\n"
+            "    'reactor': 'twisted.internet.reactor' in sys.modules,\n"
+            "    'tcpcomm': sorted(m for m in sys.modules\n"
+            "                      if m == 'tcpcomm' or m.startswith('tcpcomm.')),\n"
+            "    'tapname': plugin['tcpcomm'].tapname,\n"
+            "    'module': plugin['tcpcomm'].module,\n"
+            "}))\n"
+        )
+        pluginFile = SOURCE_ROOT / "twisted" / "plugins" / "tcpcomm_plugin.py"
+        child = runToEnd(
+            self,
+            [sys.executable, "-I", "-c", script, str(pluginFile)],
+            temporaryDirectory(self),
+        )
+        self.assertEqual(child.process.returncode, 0, child.output())
+        found = json.loads(child.stdout())
+        self.assertFalse(found["reactor"])
+        self.assertEqual(found["tcpcomm"], [])
+        self.assertEqual(found["tapname"], "tcpcomm")
+        self.assertEqual(found["module"], "tcpcomm.tap")
+
+
+class MakeFactoryTests(SynchronousTestCase):
+    """
+    L{makeFactory} builds the factory the options describe.
+    """
+
+    def test_lineDefaults(self) -> None:
+        """
+        By default: a L{LineFactory} echoing lines, LF replies, 65536 bytes.
+        """
+        factory = makeFactory(parse(self, []))
+        assert isinstance(factory, LineFactory)
+        self.assertIs(factory.handler, echoLine)
+        self.assertEqual(factory.delimiter, b"\n")
+        self.assertEqual(factory.maxLineLength, 65536)
+
+    def test_lineOptions(self) -> None:
+        """
+        C{--delimiter}, C{--max-line-length} and C{--handler} reach the
+        factory.
+        """
+        factory = makeFactory(
+            parse(
+                self,
+                [
+                    "--delimiter",
+                    "crlf",
+                    "--max-line-length",
+                    "9",
+                    "--handler",
+                    "tests.test_tap:shout",
+                ],
+            )
+        )
+        assert isinstance(factory, LineFactory)
+        self.assertIs(factory.handler, shout)
+        self.assertEqual(factory.delimiter, b"\r\n")
+        self.assertEqual(factory.maxLineLength, 9)
+
+    def test_echo(self) -> None:
+        """
+        C{--protocol echo} gives an L{EchoFactory}.
+        """
+        self.assertIsInstance(
+            makeFactory(parse(self, ["--protocol", "echo"])), EchoFactory
+        )
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{makeService} on a L{MemoryReactor}: what it listens on, with what.
+    """
+
+    def test_oneChildPerPort(self) -> None:
+        """
+        Each C{--port} becomes one child service, all sharing one factory,
+        listening with the reactor given, on the interface and with the
+        backlog asked for.
+        """
+        memory = MemoryReactor()
+        options = parse(
+            self,
+            ["-p", "tcp:8001:interface=127.0.0.1", "-p", "tcp:8002:backlog=5"],
+        )
+        service = makeService(options, reactor=memory)
+        self.assertTrue(IService.providedBy(service))
+        children = endpointServices(service)
+        self.assertEqual(len(children), 2)
+        self.assertIs(children[0].factory, children[1].factory)
+        self.assertIsInstance(children[0].factory, LineFactory)
+
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(
+            [(port, backlog, host) for port, _, backlog, host in memory.tcpServers],
+            [(8001, 1024, "127.0.0.1"), (8002, 5, "")],
+        )
+        self.assertIs(memory.tcpServers[0][1], children[0].factory)
+
+    def test_echoService(self) -> None:
+        """
+        With C{--protocol echo} the service listens with an L{EchoFactory}.
+        """
+        memory = MemoryReactor()
+        service = makeService(parse(self, ["--protocol", "echo"]), reactor=memory)
+        service.privilegedStartService()
+        self.addCleanup(service.stopService)
+        [(port, factory, backlog, interface)] = memory.tcpServers
+        self.assertEqual((port, backlog, interface), (8000, 1024, ""))
+        self.assertIsInstance(factory, EchoFactory)
+
+
+class LiveServiceTests(TestCase):
+    """
+    L{makeService} listening for real on 127.0.0.1, talked to with
+    L{exchange}.
+    """
+
+    async def test_lineModeWithHandlerAndCrlf(self) -> None:
+        """
+        In line mode with C{--handler} and C{--delimiter crlf}, each line
+        comes back through the handler, ending in CRLF; a last line without
+        a delimiter is answered at half-close.
+        """
+        options = parse(
+            self,
+            [
+                "-p",
+                LOOPBACK_PORT,
+                "--handler",
+                "tests.test_tap:shout",
+                "--delimiter",
+                "crlf",
+            ],
+        )
+        [port] = startRecorded(self, makeService(options))
+        reply = await exchange(reactor, loopback(port), b"hello\r\nworld\nagain", 10)
+        self.assertEqual(reply, b"HELLO\r\nWORLD\r\nAGAIN\r\n")
+
+    async def test_lineModeMaxLineLength(self) -> None:
+        """
+        C{--max-line-length} limits the lines the running server accepts.
+        """
+        options = parse(self, ["-p", LOOPBACK_PORT, "--max-line-length", "4"])
+        [port] = startRecorded(self, makeService(options))
+        reply = await exchange(reactor, loopback(port), b"abcd\nabcde\nabc\n", 10)
+        self.assertEqual(reply, b"abcd\nERROR line too long (limit 4 bytes)\n")
+
+    async def test_echoMode(self) -> None:
+        """
+        In echo mode every byte, line delimiters included, comes back as
+        sent.
+        """
+        options = parse(self, ["-p", LOOPBACK_PORT, "--protocol", "echo"])
+        [port] = startRecorded(self, makeService(options))
+        data = bytes(range(256)) * 64
+        self.assertEqual(await exchange(reactor, loopback(port), data, 10), data)
+
+    async def test_severalPorts(self) -> None:
+        """
+        Every C{--port} listens and serves.
+        """
+        options = parse(self, ["-p", LOOPBACK_PORT, "-p", LOOPBACK_PORT])
+        ports = startRecorded(self, makeService(options))
+        self.assertEqual(len(set(ports)), 2)
+        for port in ports:
+            self.assertEqual(
+                await exchange(reactor, loopback(port), b"x\n", 10), b"x\n"
+            )
+
+    async def test_pluginServiceServes(self) -> None:
+        """
+        The service twistd would build through the plugin (with the global
+        reactor) serves clients.
+        """
+        self.addCleanup(sys.path.__setitem__, slice(None), sys.path[:])
+        config = ServerOptions()
+        config.parseOptions(
+            ["tcpcomm", "-p", LOOPBACK_PORT, "--handler", "tests.test_tap:shout"]
+        )
+        service = config.loadedPlugins["tcpcomm"].makeService(config.subOptions)
+        [port] = startRecorded(self, service)
+        self.assertEqual(await exchange(reactor, loopback(port), b"hi\n", 10), b"HI\n")
+
+    def test_busyPort(self) -> None:
+        """
+        Starting on a port another listener holds raises L{SystemExit} with
+        one readable line saying it couldn't listen.
+        """
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        options = parse(self, ["-p", f"tcp:{busy}:interface=127.0.0.1"])
+        service = makeService(options)
+        error = self.assertRaises(SystemExit, startRecorded, self, service)
+        message = str(error.code)
+        self.assertTrue(message.startswith("twistd tcpcomm: error: "), message)
+        self.assertIn("Couldn't listen", message)
+        self.assertIn(str(busy), message)
+        self.assertNotIn("\n", message)
+
+    async def test_busyLaterPortClosesEarlierOnes(self) -> None:
+        """
+        When a later C{--port} is busy, the ports already bound are closed
+        again before start-up stops.
+        """
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        options = parse(
+            self, ["-p", LOOPBACK_PORT, "-p", f"tcp:{busy}:interface=127.0.0.1"]
+        )
+        service = makeService(options)
+        [first, _] = endpointServices(service)
+        recorder = RecordingEndpoint(first.endpoint)
+        first.endpoint = recorder
+        self.assertRaises(SystemExit, service.privilegedStartService)
+        [port] = recorder.ports
+        number = port.getHost().port  # type: ignore[attr-defined]
+        with self.assertRaises(ConnectionFailed) as caught:
+            await exchange(reactor, loopback(number), b"", 5)
+        self.assertIn("refused", str(caught.exception))
+
+
+class LoadHandlerTests(SynchronousTestCase):
+    """
+    L{loadHandler} finds handlers, and looks in a directory only as a last
+    resort.
+    """
+
+    def test_directoryUsedWhenNeeded(self) -> None:
+        """
+        A module found only in C{directory} is loaded, and the directory
+        stays on C{sys.path} for the module's own imports.
+        """
+        self.addCleanup(sys.path.__setitem__, slice(None), sys.path[:])
+        directory = str(temporaryDirectory(self))
+        Path(directory, "tcpcommhandlerprobe.py").write_text(
+            "def reply(line):\n    return b'probe ' + line\n"
+        )
+        self.addCleanup(sys.modules.pop, "tcpcommhandlerprobe", None)
+        handler = loadHandler("tcpcommhandlerprobe:reply", directory)
+        self.assertEqual(handler(b"x"), b"probe x")
+        self.assertIn(directory, sys.path)
+
+    def test_directoryNotKeptOnFailure(self) -> None:
+        """
+        A module found nowhere leaves C{sys.path} as it was.
+        """
+        before = sys.path[:]
+        directory = str(temporaryDirectory(self))
+        self.assertRaises(ValueError, loadHandler, "tcpcommnosuchmodule:f", directory)
+        self.assertEqual(sys.path, before)
