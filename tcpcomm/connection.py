@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
     IPushProducer,
     ITCPTransport,
+    ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -80,7 +82,7 @@ class ConnectionProtocol(Protocol):
         """
         Register as our transport's producer and tell the factory.
         """
-        self.peer = formatAddress(self.transport.getPeer())
+        self.peer = describePeer(self.transport)
         self.transport.registerProducer(self, True)
         self.factory.connectionOpened(self)
 
@@ -197,6 +199,19 @@ class ConnectionProtocol(Protocol):
             self.transport.pauseProducing()
         else:
             self.transport.resumeProducing()
+
+
+def describePeer(transport: ITransport) -> str:
+    """
+    Name a connection's peer for log lines: its address, or for a UNIX
+    socket client (which has no name of its own) the socket it connected to
+    and the connection's number.
+    """
+    peer = transport.getPeer()
+    if isinstance(peer, UNIXAddress) and not peer.name:
+        number = getattr(transport, "sessionno", "?")
+        return f"{formatAddress(transport.getHost())}#{number}"
+    return formatAddress(peer)
 
 
 if TYPE_CHECKING:

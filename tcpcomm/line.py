@@ -147,7 +147,8 @@ class LineProtocol(ConnectionProtocol):
         """
         Describe this connection's traffic, lines included.
         """
-        return f"{super().summary()}, {self.linesHandled} lines"
+        lines = self.linesHandled
+        return f"{super().summary()}, {lines} line{'' if lines == 1 else 's'}"
 
     def _handleLines(self, lines: list[bytes]) -> None:
         count = len(lines)

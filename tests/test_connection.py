@@ -5,13 +5,13 @@ bookkeeping every tcpcomm protocol shares.
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpcomm.connection import ConnectionFactory, ConnectionProtocol
+from tcpcomm.connection import ConnectionFactory, ConnectionProtocol, describePeer
 from tcpcomm.echo import EchoFactory
 from tcpcomm.line import LineFactory
 from tests.test_line import LogCapture
@@ -136,3 +136,27 @@ class ConnectionProtocolTests(SynchronousTestCase):
         protocol.resumeProducing()
         self.assertEqual(transport.producerState, "paused")
         self.assertFalse(transport.disconnecting)
+
+
+class DescribePeerTests(SynchronousTestCase):
+    """
+    L{describePeer} names peers for log lines.
+    """
+
+    def test_tcpPeer(self) -> None:
+        """
+        A TCP peer is named by its address.
+        """
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 5))
+        self.assertEqual(describePeer(transport), "10.0.0.1:5")
+
+    def test_unnamedUnixPeer(self) -> None:
+        """
+        An unnamed UNIX socket peer is named by the server's socket and the
+        connection's number, so two clients can be told apart.
+        """
+        transport = StringTransport(
+            hostAddress=UNIXAddress(b"/run/s.sock"), peerAddress=UNIXAddress(None)
+        )
+        transport.sessionno = 7  # type: ignore[attr-defined]
+        self.assertEqual(describePeer(transport), "unix:/run/s.sock#7")
