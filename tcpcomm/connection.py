@@ -15,13 +15,15 @@ is closed, so a paused connection still closes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import (
     IConsumer,
+    IDelayedCall,
     IHalfCloseableProtocol,
     IPushProducer,
+    IReactorTime,
     ITCPTransport,
     ITransport,
 )
@@ -45,6 +47,14 @@ class IFlowControlledTransport(ITCPTransport, IConsumer, IPushProducer):
     """
 
 
+LINGER_SECONDS = 2.0
+"""
+How long a connection closing after an C{ERROR} line goes on reading (and
+discarding) what the peer still sends, so the peer gets the line and not a
+reset.
+"""
+
+
 @implementer(IHalfCloseableProtocol, IPushProducer)
 class ConnectionProtocol(Protocol):
     """
@@ -61,6 +71,8 @@ class ConnectionProtocol(Protocol):
     @ivar readingPaused: Whether reading from the socket is paused now.
     @ivar inputClosed: Whether the peer has half-closed (sent FIN).
     @ivar closing: Whether this side has decided to close.
+    @ivar lingering: Whether this side has sent its last words and now
+        discards input until the peer closes (see L{lingeringClose}).
     @ivar disconnected: Whether the connection is gone.
     """
 
@@ -74,7 +86,9 @@ class ConnectionProtocol(Protocol):
     readingPaused: bool = False
     inputClosed: bool = False
     closing: bool = False
+    lingering: bool = False
     disconnected: bool = False
+    _lingerTimer: IDelayedCall | None = None
     _writeBlocked: bool = False
     _holds: int = 0
 
@@ -92,6 +106,8 @@ class ConnectionProtocol(Protocol):
         """
         self.closing = True
         self.disconnected = True
+        if self._lingerTimer is not None and self._lingerTimer.active():
+            self._lingerTimer.cancel()
         self.factory.connectionClosed(self, reason)
 
     # Counting and sending.
@@ -120,6 +136,9 @@ class ConnectionProtocol(Protocol):
         then hand over to L{inputEnded}.
         """
         self.inputClosed = True
+        if self.lingering:
+            self.transport.loseConnection()
+            return
         self.inputEnded()
 
     def writeConnectionLost(self) -> None:
@@ -147,6 +166,31 @@ class ConnectionProtocol(Protocol):
         self.closing = True
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+
+    def lingeringClose(self) -> None:
+        """
+        Close after last words (an C{ERROR} line) in a way that lets the peer
+        read them even while it is still sending.
+
+        Closing a socket that has unread input makes the kernel send a reset,
+        which can destroy our last words before the peer reads them.  So:
+        send what is written and then FIN, read and discard whatever the peer
+        still sends, and close once it closes too, or after
+        L{LINGER_SECONDS}.
+        """
+        if self.closing:
+            return
+        if self.inputClosed:
+            self.closeWhenFlushed()
+            return
+        self.closing = True
+        self.lingering = True
+        self.transport.unregisterProducer()
+        self.transport.resumeProducing()
+        self.transport.loseWriteConnection()
+        self._lingerTimer = self.factory.clock.callLater(
+            LINGER_SECONDS, self.transport.loseConnection
+        )
 
     # Flow control (IPushProducer, registered on our own transport).
 
@@ -233,9 +277,29 @@ class ConnectionFactory(_FactoryBase):
     protocol: type[ConnectionProtocol] = ConnectionProtocol
     _log: ClassVar[Logger] = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: IReactorTime | None = None) -> None:
+        """
+        @param clock: The clock for timers (the global reactor by default,
+            looked up when first needed).
+        """
         self.stats = ServerStats()
         self.connections: set[ConnectionProtocol] = set()
+        self._clock = clock
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The clock this factory's connections schedule their timers with.
+        """
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = cast(IReactorTime, reactor)
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: IReactorTime) -> None:
+        self._clock = clock
 
     def buildProtocol(self, addr: IAddress | None) -> ConnectionProtocol:
         """

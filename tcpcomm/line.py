@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeAlias
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
@@ -99,6 +100,7 @@ class LineProtocol(ConnectionProtocol):
         self._pending: deque[_PendingReply] = deque()
         self._heldForPending = False
         self._wantClose = False
+        self._linger = False
         super().connectionMade()
 
     def lineReceived(self, line: bytes) -> HandlerResult:
@@ -274,6 +276,7 @@ class LineProtocol(ConnectionProtocol):
         self._queueReply(b"ERROR line too long (limit %d bytes)" % (limit,))
         self.holdReading()
         self._wantClose = True
+        self._linger = True
         self._finishAfterPending()
 
     def _finishAfterPending(self) -> None:
@@ -281,7 +284,10 @@ class LineProtocol(ConnectionProtocol):
         Close if a close is wanted and no reply is pending any more.
         """
         if self._wantClose and not self._pending:
-            self.closeWhenFlushed()
+            if self._linger:
+                self.lingeringClose()
+            else:
+                self.closeWhenFlushed()
 
 
 def _toBytes(reply: object) -> bytes:
@@ -313,8 +319,9 @@ class LineFactory(ConnectionFactory):
         delimiter: bytes = b"\n",
         maxLineLength: int = DEFAULT_MAX_LINE_LENGTH,
         maxPending: int = DEFAULT_MAX_PENDING,
+        clock: IReactorTime | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(clock=clock)
         if delimiter not in DELIMITERS.values():
             raise ValueError(
                 f"delimiter must be b'\\n' or b'\\r\\n', not {delimiter!r}"

@@ -66,7 +66,7 @@ class ClientEndpointTests(SynchronousTestCase):
         """
         endpoint = clientEndpoint(reactor, "tcp:host=127.0.0.1:port=8000")
         self.assertIsInstance(endpoint, TCP4ClientEndpoint)
-        self.assertRaises(TypeError, clientEndpoint, reactor, "tcp:8000")
+        self.assertRaises(ValueError, clientEndpoint, reactor, "tcp:8000")
 
 
 class ExchangeTests(TestCase):
@@ -93,7 +93,7 @@ class ExchangeTests(TestCase):
         with self.assertRaises(ConnectionFailed) as caught:
             await exchange(reactor, where, b"x\n", timeout=0.2)
         self.assertEqual(
-            str(caught.exception), f"timed out after 0.2 s talking to {where}"
+            str(caught.exception), f"timed out after 0.2 s waiting for {where}"
         )
 
     async def test_reset(self) -> None:

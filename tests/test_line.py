@@ -11,13 +11,14 @@ from typing import Any, cast
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpcomm.client import exchange
+from tcpcomm.connection import LINGER_SECONDS
 from tcpcomm.line import (
     INTERNAL_ERROR,
     Handler,
@@ -28,13 +29,31 @@ from tcpcomm.line import (
 from tcpcomm.testing import startServer
 
 
-def connect(factory: LineFactory) -> tuple[LineProtocol, StringTransport]:
+class HalfCloseableStringTransport(StringTransport):
     """
-    Connect a protocol from C{factory} to a fresh L{StringTransport}.
+    A L{StringTransport} that also records C{loseWriteConnection}, which
+    the real TCP transport has and L{StringTransport} lacks.
+
+    @ivar writeDisconnected: Whether C{loseWriteConnection} was called.
     """
+
+    writeDisconnected = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeDisconnected = True
+
+
+def connect(factory: LineFactory) -> tuple[LineProtocol, HalfCloseableStringTransport]:
+    """
+    Connect a protocol from C{factory} to a fresh in-memory transport, with
+    a fake clock for the factory's timers.
+    """
+    factory.clock = Clock()
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     assert isinstance(protocol, LineProtocol)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 4321))
+    transport = HalfCloseableStringTransport(
+        peerAddress=IPv4Address("TCP", "192.0.2.7", 4321)
+    )
     protocol.makeConnection(transport)
     return protocol, transport
 
@@ -250,13 +269,33 @@ class LineProtocolTests(SynchronousTestCase):
         A line over the limit: earlier replies first, then the ERROR line,
         then the connection closes.
         """
-        protocol, transport = connect(LineFactory(maxLineLength=4))
+        factory = LineFactory(maxLineLength=4)
+        protocol, transport = connect(factory)
         protocol.dataReceived(b"ok\n12345\nlost\n")
         self.assertEqual(
             transport.value(), b"ok\nERROR line too long (limit 4 bytes)\n"
         )
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.writeDisconnected)
         self.assertIsNone(transport.producer)
+        self.assertFalse(transport.disconnecting)
+        assert isinstance(factory.clock, Clock)
+        factory.clock.advance(LINGER_SECONDS)
+        self.assertTrue(transport.disconnecting)
+
+    def test_overlongLineLingers(self) -> None:
+        """
+        After the ERROR for an overlong line the server half-closes, keeps
+        reading and discarding (so the client reads the ERROR rather than a
+        reset), and closes as soon as the client closes its side.
+        """
+        protocol, transport = connect(LineFactory(maxLineLength=4))
+        protocol.dataReceived(b"12345")
+        self.assertTrue(transport.writeDisconnected)
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"more\n" * 100)
+        self.assertEqual(transport.value(), b"ERROR line too long (limit 4 bytes)\n")
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
 
     def test_overlongLineWaitsForPendingReplies(self) -> None:
         """
@@ -267,12 +306,12 @@ class LineProtocolTests(SynchronousTestCase):
         protocol, transport = connect(LineFactory(lambda line: d, maxLineLength=4))
         protocol.dataReceived(b"x\n12345")
         self.assertEqual(transport.value(), b"")
-        self.assertFalse(transport.disconnecting)
+        self.assertFalse(transport.writeDisconnected)
         d.callback(b"late")
         self.assertEqual(
             transport.value(), b"late\nERROR line too long (limit 4 bytes)\n"
         )
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.writeDisconnected)
 
     def test_overlongLineAnsweredOnce(self) -> None:
         """
@@ -437,6 +476,16 @@ class LineServerTests(TestCase):
         reply = await exchange(
             reactor, server.endpoint(), b"first\n" + b"x" * 5000 + b"\nafter\n"
         )
+        self.assertEqual(reply, b"first\nERROR line too long (limit 1000 bytes)\n")
+
+    async def test_overlongLineWhileClientStillSends(self) -> None:
+        """
+        A client still sending megabytes after its overlong line gets the
+        replies and the ERROR line, not a reset.
+        """
+        server = startServer(self, LineFactory(maxLineLength=1000))
+        request = b"first\n" + b"x" * (8 * 1024 * 1024)
+        reply = await exchange(reactor, server.endpoint(), request)
         self.assertEqual(reply, b"first\nERROR line too long (limit 1000 bytes)\n")
 
     async def test_handlerException(self) -> None:
