@@ -3,6 +3,9 @@
 The client side: connect, send, half-close ("I am done sending", as Java's
 C{shutdownOutput()} or C{shutdown(fd, SHUT_WR)}), and read every byte the
 server sends until it closes.
+
+Failures come as L{ConnectionFailed}, whose message says what went wrong and
+names the server: refused, name not found, timed out, reset.
 """
 
 from __future__ import annotations
@@ -22,9 +25,18 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["ConnectionFailed", "clientEndpoint", "exchange"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ConnectionFailed",
+    "clientEndpoint",
+    "describeEndpoint",
+    "exchange",
+]
 
 DEFAULT_TIMEOUT = 30.0
+"""
+Seconds an exchange may take by default.
+"""
 
 _SHORTHAND = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]=]+)):(?P<port>\d+)$")
 _ENDPOINT_KINDS = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
@@ -32,23 +44,80 @@ _ENDPOINT_KINDS = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
 
 class ConnectionFailed(Exception):
     """
-    Talking to a server failed; the message says how, and names the server.
+    Talking to a server failed.  The message says how and names the server.
+
+    @ivar received: What the server had sent before the failure.
     """
+
+    def __init__(self, message: str, received: bytes = b"") -> None:
+        super().__init__(message)
+        self.received = received
 
 
 def clientEndpoint(reactor: Any, text: str) -> IStreamClientEndpoint:
     """
     Turn C{HOST:PORT} (C{[::1]:8000} for IPv6) or any Twisted client endpoint
     description (C{tcp:host=…:port=…}, C{unix:path=…}, C{tls:host:port})
-    into an endpoint.  Host names resolve to IPv4 and IPv6 addresses and
-    each is tried (L{HostnameEndpoint}).
+    into an endpoint.  Host names resolve to both IPv4 and IPv6 addresses
+    and each is tried (L{HostnameEndpoint}).
+
+    @raise ValueError: If C{text} is neither, with a readable message.
     """
     match = _SHORTHAND.match(text.strip())
     if match and (match["v6"] or match["host"].lower() not in _ENDPOINT_KINDS):
         host = match["v6"] or match["host"]
         return HostnameEndpoint(reactor, host, int(match["port"]))
-    endpoint: IStreamClientEndpoint = clientFromString(reactor, text)
+    try:
+        endpoint: IStreamClientEndpoint = clientFromString(reactor, text)
+    except Exception as e:
+        raise ValueError(
+            f"bad endpoint {text!r}: {e or type(e).__name__}"
+            " (use HOST:PORT or a Twisted client endpoint description)"
+        ) from None
     return endpoint
+
+
+def describeEndpoint(endpoint: IStreamClientEndpoint | str) -> str:
+    """
+    Name an endpoint for error messages, as well as it can be named.
+    """
+    if isinstance(endpoint, str):
+        return endpoint
+    inner = getattr(endpoint, "_wrappedEndpoint", None)
+    if inner is not None:
+        return describeEndpoint(inner)
+    host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
+    port = getattr(endpoint, "_port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    path = getattr(endpoint, "_path", None)
+    if isinstance(path, str):
+        return f"unix:{path}"
+    return repr(endpoint)
+
+
+def describeFailure(
+    failure: Failure, where: str, timeout: float | None, connected: bool
+) -> ConnectionFailed:
+    """
+    Turn a Twisted connection failure into a L{ConnectionFailed} whose
+    message names C{where}.
+    """
+    if isinstance(failure.value, ConnectionFailed):
+        return failure.value
+    if failure.check(error.ConnectionRefusedError):
+        message = f"connection refused by {where}"
+    elif failure.check(error.DNSLookupError):
+        message = f"name not found: {where}"
+    elif failure.check(error.TimeoutError, defer.TimeoutError):
+        doing = "waiting for" if connected else "connecting to"
+        after = "" if timeout is None else f" after {timeout:g} s"
+        message = f"timed out{after} {doing} {where}"
+    elif failure.check(error.ConnectionLost, error.ConnectionAborted):
+        message = f"connection reset by {where}"
+    else:
+        message = f"{failure.getErrorMessage()} ({where})"
+    return ConnectionFailed(message)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -64,6 +133,7 @@ class _Exchange(Protocol):
         self._data = data
         self._received: list[bytes] = []
         self._done = done
+        self._serverFinished = False
 
     def connectionMade(self) -> None:
         if self._data:
@@ -74,34 +144,24 @@ class _Exchange(Protocol):
         self._received.append(data)
 
     def readConnectionLost(self) -> None:
+        self._serverFinished = True
         self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         pass
 
+    def received(self) -> bytes:
+        return b"".join(self._received)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._done.called:
             return
-        if reason.check(error.ConnectionDone):
-            self._done.callback(b"".join(self._received))
+        # A server that answered and closed before reading all we sent may
+        # reset the connection after its FIN: the answer is still whole.
+        if self._serverFinished or reason.check(error.ConnectionDone):
+            self._done.callback(self.received())
         else:
             self._done.errback(reason)
-
-
-def _describeFailure(failure: Failure, where: str, timeout: float) -> Failure:
-    if failure.check(ConnectionFailed):
-        return failure
-    if failure.check(error.ConnectionRefusedError):
-        message = f"connection refused by {where}"
-    elif failure.check(error.DNSLookupError):
-        message = f"name not found: {where}"
-    elif failure.check(error.TimeoutError, defer.TimeoutError):
-        message = f"timed out after {timeout:g} s talking to {where}"
-    elif failure.check(error.ConnectionLost, error.ConnectionAborted):
-        message = f"connection reset by {where}"
-    else:
-        message = f"{failure.getErrorMessage()} ({where})"
-    return Failure(ConnectionFailed(message))
 
 
 def exchange(
@@ -114,15 +174,22 @@ def exchange(
     Connect, write C{data}, half-close, and collect everything the server
     sends until it closes.
 
+    Works with any server that closes when done: one that answers only
+    after end of input, and one that answers and closes first.  (A server
+    that closes without reading everything sent to it makes its kernel reset
+    the connection; that fails as "reset", and what arrived before is in
+    L{ConnectionFailed.received}.)
+
     @param reactor: The reactor to connect with.
     @param endpoint: Where to connect: an endpoint, or text for
         L{clientEndpoint}.
     @param data: What to send before half-closing.
     @param timeout: Seconds the whole exchange may take.
     @return: A Deferred firing with every byte the server sent, or failing
-        with L{ConnectionFailed} (refused, name not found, timed out, reset).
+        with L{ConnectionFailed} (refused, name not found, timed out, reset),
+        which carries what had arrived before the failure.
     """
-    where = endpoint if isinstance(endpoint, str) else repr(endpoint)
+    where = describeEndpoint(endpoint)
     if isinstance(endpoint, str):
         endpoint = clientEndpoint(reactor, endpoint)
     protocols: list[_Exchange] = []
@@ -146,12 +213,14 @@ def exchange(
 
     connecting.addErrback(connectFailed)
 
-    def timedOut(failure: Failure) -> Failure:
+    def failed(failure: Failure) -> Failure:
         if not protocols:
             connecting.cancel()
-        return failure
+        problem = describeFailure(failure, where, timeout, bool(protocols))
+        if protocols:
+            problem.received = protocols[0].received()
+        return Failure(problem)
 
     done.addTimeout(timeout, reactor)
-    done.addErrback(timedOut)
-    done.addErrback(_describeFailure, where, timeout)
+    done.addErrback(failed)
     return done

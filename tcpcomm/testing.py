@@ -152,6 +152,7 @@ def startServer(
     factory: IProtocolFactory,
     *,
     interface: str = "127.0.0.1",
+    port: int = 0,
     reactor: Any = None,
 ) -> LoopbackServer:
     """
@@ -162,6 +163,8 @@ def startServer(
         connections closed, at the test's clean-up.
     @param factory: Any protocol factory.
     @param interface: C{"127.0.0.1"} or C{"::1"}.
+    @param port: The port to listen on; by default one the kernel picks.
+        Give a port a stopped server had, to test clients that reconnect.
     @param reactor: The reactor to listen with (the global one by default);
         it must provide C{IReactorFDSet}, as every reactor on POSIX does.
     @return: The running server, with its address.
@@ -172,8 +175,8 @@ def startServer(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    port = _TrackingPort(0, factory, DEFAULT_BACKLOG, interface, reactor)
-    port.startListening()
-    server = LoopbackServer(factory, port, reactor)
+    listening = _TrackingPort(port, factory, DEFAULT_BACKLOG, interface, reactor)
+    listening.startListening()
+    server = LoopbackServer(factory, listening, reactor)
     testCase.addCleanup(server.stop)
     return server

@@ -9,11 +9,18 @@ import socket
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
-from tcpcomm.client import ConnectionFailed, clientEndpoint, exchange
+from tcpcomm.client import (
+    ConnectionFailed,
+    clientEndpoint,
+    describeEndpoint,
+    exchange,
+)
+from tcpcomm.echo import EchoFactory
 from tcpcomm.line import LineFactory
 from tcpcomm.testing import startServer
 
@@ -28,6 +35,47 @@ class Resetter(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(b"partial")
         self.transport.abortConnection()
+
+
+@implementer(IHalfCloseableProtocol)
+class AfterEndOfInput(Protocol):
+    """
+    A server that is not tcpcomm's: it answers only once the client has
+    half-closed, with a count of what it received, and then closes.
+    """
+
+    transport: ITCPTransport
+
+    def connectionMade(self) -> None:
+        self.received = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.write(b"got %d bytes\n" % (self.received,))
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class ClosesFirst(Protocol):
+    """
+    A server that is not tcpcomm's and closes first: it sends a banner, and
+    answers the first line and closes, without waiting for the client to
+    finish.  A client that sends nothing gets the banner and the close.
+    """
+
+    transport: ITCPTransport
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"banner\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        line = data.split(b"\n", 1)[0]
+        self.transport.write(b"answer to " + line + b"\n")
+        self.transport.loseConnection()
 
 
 def closedPort() -> int:
@@ -66,13 +114,83 @@ class ClientEndpointTests(SynchronousTestCase):
         """
         endpoint = clientEndpoint(reactor, "tcp:host=127.0.0.1:port=8000")
         self.assertIsInstance(endpoint, TCP4ClientEndpoint)
-        self.assertRaises(ValueError, clientEndpoint, reactor, "tcp:8000")
+
+    def test_badDescription(self) -> None:
+        """
+        A description Twisted cannot parse gives a C{ValueError} that names
+        it and says what would work.
+        """
+        for text in ("tcp:8000", "bogus:thing", "localhost"):
+            error = self.assertRaises(ValueError, clientEndpoint, reactor, text)
+            self.assertIn(repr(text), str(error))
+            self.assertIn("HOST:PORT", str(error))
+
+    def test_describeEndpoint(self) -> None:
+        """
+        Endpoints are named as people type them, IPv6 hosts in brackets.
+        """
+        self.assertEqual(describeEndpoint("x:1"), "x:1")
+        self.assertEqual(
+            describeEndpoint(clientEndpoint(reactor, "example.com:80")),
+            "example.com:80",
+        )
+        self.assertEqual(
+            describeEndpoint(clientEndpoint(reactor, "[::1]:80")), "[::1]:80"
+        )
+        self.assertEqual(
+            describeEndpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", 9)), "127.0.0.1:9"
+        )
 
 
 class ExchangeTests(TestCase):
     """
     L{exchange} sends, half-closes, and collects the reply, or fails clearly.
     """
+
+    async def test_halfCloseRoundTrip(self) -> None:
+        """
+        Four MiB sent to an echo server come back whole: the half-close
+        tells the server we are done without losing its replies.
+        """
+        server = startServer(self, EchoFactory())
+        data = bytes(range(256)) * (16 * 1024)
+        self.assertEqual(await exchange(reactor, server.endpoint(), data), data)
+
+    async def test_serverAnswersAfterEndOfInput(self) -> None:
+        """
+        A server that answers only after the client's half-close is answered
+        (a client that never half-closes would wait forever).
+        """
+        server = startServer(self, Factory.forProtocol(AfterEndOfInput))
+        reply = await exchange(reactor, server.endpoint(), b"x" * 100_000)
+        self.assertEqual(reply, b"got 100000 bytes\n")
+
+    async def test_serverClosesFirst(self) -> None:
+        """
+        A server that answers and closes before the client half-closes: the
+        client gets everything it sent, and a clean result.
+        """
+        server = startServer(self, Factory.forProtocol(ClosesFirst))
+        reply = await exchange(reactor, server.endpoint(), b"question\n")
+        self.assertEqual(reply, b"banner\nanswer to question\n")
+
+    async def test_hostName(self) -> None:
+        """
+        C{localhost:PORT} resolves and connects.
+        """
+        server = startServer(self, EchoFactory())
+        reply = await exchange(reactor, f"localhost:{server.port}", b"by name")
+        self.assertEqual(reply, b"by name")
+
+    async def test_nameNotFound(self) -> None:
+        """
+        A host name that does not resolve fails with "name not found".
+        """
+        with self.assertRaises(ConnectionFailed) as caught:
+            await exchange(reactor, "no-such-host.invalid:80", b"x", timeout=10)
+        self.assertEqual(
+            str(caught.exception), "name not found: no-such-host.invalid:80"
+        )
 
     async def test_refused(self) -> None:
         """
@@ -105,3 +223,4 @@ class ExchangeTests(TestCase):
         with self.assertRaises(ConnectionFailed) as caught:
             await exchange(reactor, where, b"x", timeout=5)
         self.assertEqual(str(caught.exception), f"connection reset by {where}")
+        self.assertIn(caught.exception.received, (b"", b"partial"))

@@ -1,0 +1,311 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{tcpcomm} command (also C{python -m tcpcomm}): a TCP client that
+half-closes properly.
+
+    tcpcomm connect HOST:PORT       stdin to the server, the server to stdout
+    tcpcomm send HOST:PORT TEXT...  send each TEXT as a line, print the reply
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tcpcomm._version import __version__
+from tcpcomm.client import (
+    DEFAULT_TIMEOUT,
+    ConnectionFailed,
+    clientEndpoint,
+    describeFailure,
+    exchange,
+)
+from tcpcomm.connection import IFlowControlledTransport
+
+PROG = "tcpcomm"
+
+_DESCRIPTION = """\
+A TCP client that says "I am done sending" the proper way (a half-close,
+like Java's shutdownOutput() or shutdown(fd, SHUT_WR)) and still reads
+every byte the server sends until it closes.
+
+ENDPOINT is HOST:PORT ([::1]:8000 for IPv6; host names are tried on IPv4 and
+IPv6) or a Twisted client endpoint description such as
+tcp:host=127.0.0.1:port=8000, unix:path=/run/tcpcomm.sock or
+tls:example.com:8443.
+
+Exit status: 0 when the server closed cleanly; 1 with one line on standard
+error when the connection was refused, reset or timed out; 2 for a bad
+command line.
+"""
+
+
+def _positiveSeconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, not {text!r}")
+    return value
+
+
+def buildParser() -> argparse.ArgumentParser:
+    """
+    The command line parser for C{tcpcomm}.
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("endpoint", metavar="ENDPOINT", help="where to connect")
+    common.add_argument(
+        "--timeout",
+        type=_positiveSeconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="give up after this long (default %(default)g); see each command",
+    )
+    common.add_argument(
+        "--crlf",
+        action="store_true",
+        help="end lines with CRLF instead of LF",
+    )
+
+    connect = commands.add_parser(
+        "connect",
+        parents=[common],
+        help="copy stdin to the server and the server to stdout",
+        description="Copy standard input to the server and what the server sends"
+        " to standard output, binary safe, like nc -N. At the end of standard"
+        " input, half-close and keep printing until the server closes."
+        " --timeout bounds connecting, and how long the server may stay silent"
+        " after standard input ended. --crlf turns each LF of standard input"
+        " into CRLF.",
+    )
+    connect.set_defaults(run=runConnect)
+
+    send = commands.add_parser(
+        "send",
+        parents=[common],
+        help="send each TEXT as a line, half-close, print the reply",
+        description="Send each TEXT as a line, half-close, print everything the"
+        " server sends until it closes. --timeout bounds the whole exchange.",
+    )
+    send.add_argument("text", metavar="TEXT", nargs="+", help="a line to send")
+    send.set_defaults(run=runSend)
+    return parser
+
+
+def _problem(message: str) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.flush()
+    return 1
+
+
+async def runSend(reactor: Any, args: argparse.Namespace) -> int:
+    """
+    C{tcpcomm send}: one exchange of lines.
+    """
+    delimiter = "\r\n" if args.crlf else "\n"
+    data = "".join(text + delimiter for text in args.text).encode("utf-8")
+    out = sys.stdout.buffer
+    try:
+        reply = await exchange(reactor, args.endpoint, data, args.timeout)
+    except ConnectionFailed as e:
+        out.write(e.received)
+        out.flush()
+        return _problem(str(e))
+    out.write(reply)
+    out.flush()
+    return 0
+
+
+class _CrlfTranslator:
+    """
+    Turn each LF not already preceded by CR into CRLF, across chunks.
+    """
+
+    def __init__(self) -> None:
+        self._lastWasCR = False
+
+    def __call__(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        out = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if self._lastWasCR and data[:1] == b"\n":
+            out = out[1:]
+        self._lastWasCR = data[-1:] == b"\r"
+        return out
+
+
+@implementer(IHalfCloseableProtocol)
+class _Upstream(Protocol):
+    """
+    The TCP side of C{tcpcomm connect}: what the server sends goes to stdout.
+    """
+
+    transport: IFlowControlledTransport
+
+    def __init__(self, reactor: Any, where: str, timeout: float, crlf: bool) -> None:
+        self.reactor = reactor
+        self.where = where
+        self.timeout = timeout
+        self.translate = _CrlfTranslator() if crlf else None
+        self.done: Deferred[int] = Deferred()
+        self.stdio: Any = None
+        self.stdioProtocol = _Stdio(self)
+        self.serverFinished = False
+        self.inputFinished = False
+        self._silence: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        from twisted.internet.stdio import StandardIO
+
+        self.stdio = StandardIO(self.stdioProtocol, reactor=self.reactor)
+        # Flow control both ways: a full socket buffer pauses reading stdin,
+        # a full stdout pauses reading the socket.
+        self.transport.registerProducer(self.stdio, True)
+        self.stdio.registerProducer(self.transport, True)
+
+    def fromStdin(self, data: bytes) -> None:
+        if self.translate is not None:
+            data = self.translate(data)
+        self.transport.write(data)
+
+    def stdinEnded(self) -> None:
+        self.inputFinished = True
+        self.transport.unregisterProducer()
+        self.transport.loseWriteConnection()
+        self._restartSilenceTimer()
+
+    def outputGone(self) -> None:
+        """
+        Nobody reads our output any more (C{| head}): stop.
+        """
+        self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.stdio.write(data)
+        if self._silence is not None:
+            self._restartSilenceTimer()
+
+    def _restartSilenceTimer(self) -> None:
+        if self._silence is not None and self._silence.active():
+            self._silence.cancel()
+        self._silence = self.reactor.callLater(self.timeout, self._silent)
+
+    def _silent(self) -> None:
+        self._silence = None
+        self._finish(
+            _problem(f"timed out after {self.timeout:g} s waiting for {self.where}")
+        )
+        self.transport.abortConnection()
+
+    def readConnectionLost(self) -> None:
+        self.serverFinished = True
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._silence is not None and self._silence.active():
+            self._silence.cancel()
+        if self.serverFinished or reason.check(ConnectionDone):
+            self._finish(0)
+        else:
+            self._finish(_problem(str(describeFailure(reason, self.where, None, True))))
+
+    def _finish(self, code: int) -> None:
+        if self.done.called:
+            return
+        stdio = self.stdio
+        if stdio is None or self.stdioProtocol.stdoutGone:
+            self.done.callback(code)
+            return
+        # Flush what is left for stdout, then end.
+        stdio.unregisterProducer()
+        self.stdioProtocol.closed.addBoth(lambda _: self.done.callback(code))
+        stdio.loseConnection()
+
+
+@implementer(IHalfCloseableProtocol)
+class _Stdio(Protocol):
+    """
+    The stdin/stdout side of C{tcpcomm connect}.
+    """
+
+    def __init__(self, upstream: _Upstream) -> None:
+        self.upstream = upstream
+        self.closed: Deferred[None] = Deferred()
+        self.stdoutGone = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.upstream.fromStdin(data)
+
+    def readConnectionLost(self) -> None:
+        self.upstream.stdinEnded()
+
+    def writeConnectionLost(self) -> None:
+        self.stdoutGone = True
+        self.upstream.outputGone()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+async def runConnect(reactor: Any, args: argparse.Namespace) -> int:
+    """
+    C{tcpcomm connect}: stdin to the server, the server to stdout.
+    """
+    endpoint = clientEndpoint(reactor, args.endpoint)
+    upstream = _Upstream(reactor, args.endpoint, args.timeout, args.crlf)
+    connecting = connectProtocol(endpoint, upstream)
+    connecting.addTimeout(args.timeout, reactor)
+    try:
+        await connecting
+    except Exception:
+        failure = Failure()
+        return _problem(
+            str(describeFailure(failure, args.endpoint, args.timeout, False))
+        )
+    return await upstream.done
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """
+    Run the C{tcpcomm} command with C{argv} (default: C{sys.argv[1:]}).
+    """
+    args = buildParser().parse_args(argv)
+    try:
+        # Check the endpoint before starting the reactor.
+        from twisted.internet import reactor as globalReactor
+
+        clientEndpoint(globalReactor, args.endpoint)
+    except ValueError as e:
+        sys.exit(f"{PROG}: error: {e}")
+    from twisted.internet.task import react
+
+    async def run(reactor: Any) -> None:
+        code = await args.run(reactor, args)
+        if code:
+            raise SystemExit(code)
+
+    react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
