@@ -7,21 +7,27 @@ testing helpers that start a real server on loopback.
 """
 
 from tcpcomm._version import __version__
+from tcpcomm.client import ConnectionFailed, exchange
 from tcpcomm.connection import ConnectionFactory, ConnectionProtocol
 from tcpcomm.echo import EchoFactory, EchoProtocol
 from tcpcomm.framing import LineFramer
 from tcpcomm.line import LineFactory, LineProtocol, echoLine
+from tcpcomm.lineclient import LineClient, ReconnectingLineClient
 from tcpcomm.stats import ServerStats
 
 __all__ = [
     "ConnectionFactory",
+    "ConnectionFailed",
     "ConnectionProtocol",
     "EchoFactory",
     "EchoProtocol",
+    "LineClient",
     "LineFactory",
     "LineFramer",
     "LineProtocol",
+    "ReconnectingLineClient",
     "ServerStats",
     "__version__",
     "echoLine",
+    "exchange",
 ]

@@ -29,15 +29,19 @@ class ExportsTests(SynchronousTestCase):
             sorted(tcpcomm.__all__),
             [
                 "ConnectionFactory",
+                "ConnectionFailed",
                 "ConnectionProtocol",
                 "EchoFactory",
                 "EchoProtocol",
+                "LineClient",
                 "LineFactory",
                 "LineFramer",
                 "LineProtocol",
+                "ReconnectingLineClient",
                 "ServerStats",
                 "__version__",
                 "echoLine",
+                "exchange",
             ],
         )
 
