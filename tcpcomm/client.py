@@ -25,6 +25,8 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tcpcomm.endpoints import checkTLSAvailable
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ConnectionFailed",
@@ -67,6 +69,7 @@ def clientEndpoint(reactor: Any, text: str) -> IStreamClientEndpoint:
     if match and (match["v6"] or match["host"].lower() not in _ENDPOINT_KINDS):
         host = match["v6"] or match["host"]
         return HostnameEndpoint(reactor, host, int(match["port"]))
+    checkTLSAvailable(text)
     try:
         endpoint: IStreamClientEndpoint = clientFromString(reactor, text)
     except Exception as e:

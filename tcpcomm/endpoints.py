@@ -8,6 +8,7 @@ Pure string handling: nothing here imports the reactor.
 from __future__ import annotations
 
 import re
+from importlib.util import find_spec
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
@@ -48,6 +49,25 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
     if kind in _BACKLOG_KINDS and not _HAS_BACKLOG.search(description):
         description = f"{description}:backlog={backlog}"
     return description
+
+
+_TLS_KINDS = frozenset({"ssl", "tls"})
+
+
+def checkTLSAvailable(description: str) -> None:
+    """
+    Make sure a TLS endpoint description can be used.
+
+    @raise ValueError: If C{description} names a TLS endpoint (C{ssl:},
+        C{tls:}) and the libraries Twisted needs for TLS are missing, with a
+        message that says how to install them.
+    """
+    if description.split(":", 1)[0].strip().lower() not in _TLS_KINDS:
+        return
+    if find_spec("OpenSSL") is None or find_spec("service_identity") is None:
+        raise ValueError(
+            "TLS needs pyOpenSSL and service_identity: pip install 'tcpcomm[tls]'"
+        )
 
 
 def formatAddress(address: IAddress) -> str:

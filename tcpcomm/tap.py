@@ -20,7 +20,11 @@ from twisted.python import usage
 
 from tcpcomm.connection import ConnectionFactory
 from tcpcomm.echo import EchoFactory
-from tcpcomm.endpoints import DEFAULT_BACKLOG, serverEndpointDescription
+from tcpcomm.endpoints import (
+    DEFAULT_BACKLOG,
+    checkTLSAvailable,
+    serverEndpointDescription,
+)
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
 from tcpcomm.line import DELIMITERS, Handler, LineFactory
 
@@ -129,6 +133,7 @@ class Options(usage.Options):
     def opt_port(self, description: str) -> None:
         try:
             normalized = serverEndpointDescription(description)
+            checkTLSAvailable(normalized)
         except ValueError as e:
             raise usage.UsageError(f"--port: {e}") from None
         _checkEndpoint(description, normalized)

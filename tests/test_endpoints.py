@@ -4,11 +4,14 @@ Tests for L{tcpcomm.endpoints}.
 
 from __future__ import annotations
 
+import sys
+
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpcomm.endpoints import (
     DEFAULT_BACKLOG,
+    checkTLSAvailable,
     formatAddress,
     serverEndpointDescription,
 )
@@ -96,3 +99,25 @@ class FormatAddressTests(SynchronousTestCase):
         """
         self.assertEqual(formatAddress(UNIXAddress(b"/tmp/s")), "unix:/tmp/s")
         self.assertEqual(formatAddress(UNIXAddress(None)), "unix:(unnamed)")
+
+
+class CheckTLSAvailableTests(SynchronousTestCase):
+    """
+    L{checkTLSAvailable} explains what TLS endpoints need.
+    """
+
+    def test_plainEndpointsPass(self) -> None:
+        """
+        Endpoints that are not TLS never need the TLS libraries.
+        """
+        checkTLSAvailable("tcp:8000")
+        checkTLSAvailable("unix:/tmp/s")
+
+    def test_missingLibrariesExplained(self) -> None:
+        """
+        Without pyOpenSSL, a TLS endpoint is refused with the install command.
+        """
+        self.patch(sys, "modules", {**sys.modules, "OpenSSL": None})
+        for description in ("ssl:8443", "tls:example.com:443"):
+            error = self.assertRaises(ValueError, checkTLSAvailable, description)
+            self.assertIn("pip install 'tcpcomm[tls]'", str(error))
