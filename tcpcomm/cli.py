@@ -171,8 +171,8 @@ class _Upstream(Protocol):
         self.stdio: Any = None
         self.stdioProtocol = _Stdio(self)
         self.serverFinished = False
-        self.inputFinished = False
         self._silence: IDelayedCall | None = None
+        self._code: int | None = None
 
     def connectionMade(self) -> None:
         from twisted.internet.stdio import StandardIO
@@ -189,15 +189,16 @@ class _Upstream(Protocol):
         self.transport.write(data)
 
     def stdinEnded(self) -> None:
-        self.inputFinished = True
         self.transport.unregisterProducer()
         self.transport.loseWriteConnection()
         self._restartSilenceTimer()
 
     def outputGone(self) -> None:
         """
-        Nobody reads our output any more (C{| head}): stop.
+        Nobody reads our output any more (C{| head}): stop quietly, as
+        tools in a pipeline do.
         """
+        self._decide(0)
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -212,9 +213,7 @@ class _Upstream(Protocol):
 
     def _silent(self) -> None:
         self._silence = None
-        self._finish(
-            _problem(f"timed out after {self.timeout:g} s waiting for {self.where}")
-        )
+        self._decide(1, f"timed out after {self.timeout:g} s waiting for {self.where}")
         self.transport.abortConnection()
 
     def readConnectionLost(self) -> None:
@@ -228,13 +227,23 @@ class _Upstream(Protocol):
         if self._silence is not None and self._silence.active():
             self._silence.cancel()
         if self.serverFinished or reason.check(ConnectionDone):
-            self._finish(0)
+            self._decide(0)
         else:
-            self._finish(_problem(str(describeFailure(reason, self.where, None, True))))
+            self._decide(1, str(describeFailure(reason, self.where, None, True)))
+        self._finish(self._code or 0)
+
+    def _decide(self, code: int, problem: str | None = None) -> None:
+        """
+        Settle the exit status, and report a problem, once: the first cause
+        of the end wins over the connection loss it brings about.
+        """
+        if self._code is not None:
+            return
+        self._code = code
+        if problem is not None:
+            _problem(problem)
 
     def _finish(self, code: int) -> None:
-        if self.done.called:
-            return
         stdio = self.stdio
         if stdio is None or self.stdioProtocol.stdoutGone:
             self.done.callback(code)
