@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from twisted.internet.address import UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -33,6 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpcomm.endpoints import formatAddress
+from tcpcomm.limits import ConnectionLimits
 from tcpcomm.stats import ServerStats
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ LINGER_SECONDS = 2.0
 """
 How long a connection closing after an C{ERROR} line goes on reading (and
 discarding) what the peer still sends, so the peer gets the line and not a
-reset.
+reset; after that it is aborted.
 """
 
 
@@ -61,15 +63,22 @@ class ConnectionProtocol(Protocol):
     Base class for tcpcomm's server protocols.
 
     Subclasses implement C{dataReceived}, call L{countIn} and L{send} so the
-    counters stay right, and override L{inputEnded} to act on the peer's
-    half-close.
+    counters stay right, call L{touch} on activity that sends nothing, and
+    override L{inputEnded}, L{refuse}, L{idleTimedOut} and L{shutDown} where
+    they have something to say.
+
+    Every way of closing has a backstop: a connection that is closing and
+    makes no progress for the idle timeout (or, when lingering,
+    L{LINGER_SECONDS}) is aborted, so none hangs on a peer that never reads.
 
     @ivar factory: The L{ConnectionFactory} that built this protocol.
     @ivar peer: The peer's address as text, set when the connection is made.
+    @ivar host: The peer's IP address, or C{None} (UNIX sockets).
     @ivar bytesIn: Bytes received on this connection.
     @ivar bytesOut: Bytes sent (handed to the transport) on this connection.
     @ivar readingPaused: Whether reading from the socket is paused now.
     @ivar inputClosed: Whether the peer has half-closed (sent FIN).
+    @ivar refused: Whether this connection was over a limit and refused.
     @ivar closing: Whether this side has decided to close.
     @ivar lingering: Whether this side has sent its last words and now
         discards input until the peer closes (see L{lingeringClose}).
@@ -81,36 +90,56 @@ class ConnectionProtocol(Protocol):
     _log: ClassVar[Logger] = Logger()
 
     peer: str = "(not connected)"
+    host: str | None = None
     bytesIn: int = 0
     bytesOut: int = 0
     readingPaused: bool = False
     inputClosed: bool = False
+    refused: bool = False
     closing: bool = False
     lingering: bool = False
     disconnected: bool = False
     _lingerTimer: IDelayedCall | None = None
+    _idleTimer: IDelayedCall | None = None
+    _lastActivity: float = 0.0
+    _timedOut: bool = False
     _writeBlocked: bool = False
     _holds: int = 0
 
     def connectionMade(self) -> None:
         """
-        Register as our transport's producer and tell the factory.
+        Ask the factory to admit the connection; if it does, register as
+        our transport's producer and start the idle clock, else refuse.
         """
         self.peer = describePeer(self.transport)
+        address = self.transport.getPeer()
+        if isinstance(address, (IPv4Address, IPv6Address)):
+            self.host = address.host
+        refusal = self.factory.connectionOpened(self)
+        if refusal is not None:
+            self.refused = True
+            self.refuse(refusal)
+            return
         self.transport.registerProducer(self, True)
-        self.factory.connectionOpened(self)
+        timeout = self.factory.idleTimeout
+        if timeout:
+            clock = self.factory.clock
+            self._lastActivity = clock.seconds()
+            self._idleTimer = clock.callLater(timeout, self._checkIdle)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
-        Tell the factory, which logs the connection's totals.
+        Stop the timers and tell the factory, which logs the connection's
+        totals.
         """
         self.closing = True
         self.disconnected = True
-        if self._lingerTimer is not None and self._lingerTimer.active():
-            self._lingerTimer.cancel()
+        for timer in (self._lingerTimer, self._idleTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
         self.factory.connectionClosed(self, reason)
 
-    # Counting and sending.
+    # Counting, sending and activity.
 
     def countIn(self, size: int) -> None:
         """
@@ -121,12 +150,84 @@ class ConnectionProtocol(Protocol):
 
     def send(self, data: bytes) -> None:
         """
-        Write C{data} to the peer and count it.
+        Write C{data} to the peer, count it, and count it as activity.
         """
         size = len(data)
         self.bytesOut += size
         self.factory.stats.bytesOut += size
         self.transport.write(data)
+        if self._idleTimer is not None:
+            self._lastActivity = self.factory.clock.seconds()
+
+    def touch(self) -> None:
+        """
+        Note activity that sends nothing (a line handled without a reply),
+        putting off the idle timeout.
+        """
+        if self._idleTimer is not None:
+            self._lastActivity = self.factory.clock.seconds()
+
+    def _checkIdle(self) -> None:
+        """
+        The idle timer fired: time out if nothing happened for the idle
+        timeout, else wait for the rest of it.
+        """
+        clock = self.factory.clock
+        timeout = self.factory.idleTimeout
+        assert timeout
+        idle = clock.seconds() - self._lastActivity
+        if idle < timeout:
+            self._idleTimer = clock.callLater(timeout - idle, self._checkIdle)
+            return
+        if self.isBusy() and not self.closing:
+            self._lastActivity = clock.seconds()
+            self._idleTimer = clock.callLater(timeout, self._checkIdle)
+            return
+        self._idleTimer = None
+        if self.closing or self._timedOut:
+            # Closing, or timed out already, and no progress for a whole
+            # timeout since: give up on it.
+            self._log.info(
+                "{peer} made no progress while closing; aborting", peer=self.peer
+            )
+            self.transport.abortConnection()
+            return
+        self._timedOut = True
+        self.factory.stats.idleTimeouts += 1
+        self._log.info(
+            "{peer} idle for {timeout} s; closing", peer=self.peer, timeout=timeout
+        )
+        self._idleTimer = clock.callLater(timeout, self._checkIdle)
+        self.idleTimedOut()
+
+    # Hooks for what subclasses have to say.
+
+    def isBusy(self) -> bool:
+        """
+        Whether the server is working for the peer (so the connection is not
+        idle, however quiet).  By default: never.
+        """
+        return False
+
+    def refuse(self, reason: str) -> None:
+        """
+        The connection is over a limit (C{reason} says which).  By default:
+        close it.
+        """
+        self.transport.loseConnection()
+
+    def idleTimedOut(self) -> None:
+        """
+        Nothing happened for the idle timeout.  By default: close.
+        """
+        self.lingeringClose()
+
+    def shutDown(self) -> None:
+        """
+        The server is shutting down: finish what was asked and close.  By
+        default: close once what was written has been sent.
+        """
+        self.lingeringClose()
 
     # Half-close (IHalfCloseableProtocol).
 
@@ -136,15 +237,14 @@ class ConnectionProtocol(Protocol):
         then hand over to L{inputEnded}.
         """
         self.inputClosed = True
-        if self.lingering:
+        if self.lingering or self.refused:
             self.transport.loseConnection()
             return
         self.inputEnded()
 
     def writeConnectionLost(self) -> None:
         """
-        Our sending side was closed; tcpcomm servers never half-close, so
-        there is nothing to do.
+        Our sending side was closed (L{lingeringClose}): nothing to do.
         """
 
     def inputEnded(self) -> None:
@@ -175,8 +275,8 @@ class ConnectionProtocol(Protocol):
         Closing a socket that has unread input makes the kernel send a reset,
         which can destroy our last words before the peer reads them.  So:
         send what is written and then FIN, read and discard whatever the peer
-        still sends, and close once it closes too, or after
-        L{LINGER_SECONDS}.
+        still sends, and close once it closes too.  After L{LINGER_SECONDS}
+        the connection is aborted, sent or not.
         """
         if self.closing:
             return
@@ -185,11 +285,12 @@ class ConnectionProtocol(Protocol):
             return
         self.closing = True
         self.lingering = True
-        self.transport.unregisterProducer()
+        if not self.refused:
+            self.transport.unregisterProducer()
         self.transport.resumeProducing()
         self.transport.loseWriteConnection()
         self._lingerTimer = self.factory.clock.callLater(
-            LINGER_SECONDS, self.transport.loseConnection
+            LINGER_SECONDS, self.transport.abortConnection
         )
 
     # Flow control (IPushProducer, registered on our own transport).
@@ -267,24 +368,45 @@ else:
 
 class ConnectionFactory(_FactoryBase):
     """
-    Base class for tcpcomm's server factories: keeps L{ServerStats} and the
-    set of open connections, and logs each connection's opening and closing.
+    Base class for tcpcomm's server factories: keeps L{ServerStats}, the set
+    of open connections and their limits, and logs each connection's opening
+    and closing.
 
     @ivar stats: Counters for every connection this factory built.
-    @ivar connections: The connections open now.
+    @ivar connections: The connections open now (refused ones not counted).
+    @ivar limits: The connection limits, in all and per client host.
+    @ivar idleTimeout: Seconds without activity after which a connection is
+        closed, or C{None}.
     """
 
     protocol: type[ConnectionProtocol] = ConnectionProtocol
     _log: ClassVar[Logger] = Logger()
 
-    def __init__(self, *, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime | None = None,
+        idleTimeout: float | None = None,
+        maxConnections: int | None = None,
+        maxConnectionsPerHost: int | None = None,
+    ) -> None:
         """
         @param clock: The clock for timers (the global reactor by default,
             looked up when first needed).
+        @param idleTimeout: See L{idleTimeout}; C{None} or 0 to never time
+            out.
+        @param maxConnections: The most connections open at once, or C{None}.
+        @param maxConnectionsPerHost: The most connections open at once from
+            one IP address, or C{None}.
         """
+        if idleTimeout is not None and idleTimeout < 0:
+            raise ValueError(f"idleTimeout must not be negative, not {idleTimeout}")
         self.stats = ServerStats()
         self.connections: set[ConnectionProtocol] = set()
+        self.limits = ConnectionLimits(maxConnections, maxConnectionsPerHost)
+        self.idleTimeout = idleTimeout or None
         self._clock = clock
+        self._drained: list[Deferred[None]] = []
 
     @property
     def clock(self) -> IReactorTime:
@@ -309,14 +431,24 @@ class ConnectionFactory(_FactoryBase):
         protocol.factory = self
         return protocol
 
-    def connectionOpened(self, protocol: ConnectionProtocol) -> None:
+    def connectionOpened(self, protocol: ConnectionProtocol) -> str | None:
         """
-        Count and log a new connection.
+        Admit, count and log a new connection.
+
+        @return: C{None} if it is admitted, else why it is refused.
         """
+        refusal = self.limits.admit(protocol.host)
+        if refusal is not None:
+            self.stats.connectionsRefused += 1
+            self._log.warn(
+                "{peer} refused: {reason}", peer=protocol.peer, reason=refusal
+            )
+            return refusal
         self.connections.add(protocol)
         self.stats.connectionsOpen += 1
         self.stats.connectionsTotal += 1
         self._log.info("{peer} connected", peer=protocol.peer)
+        return None
 
     def connectionClosed(self, protocol: ConnectionProtocol, reason: Failure) -> None:
         """
@@ -325,6 +457,7 @@ class ConnectionFactory(_FactoryBase):
         if protocol not in self.connections:
             return
         self.connections.discard(protocol)
+        self.limits.release(protocol.host)
         self.stats.connectionsOpen -= 1
         self._log.info(
             "{peer} disconnected: {summary} ({reason})",
@@ -334,3 +467,45 @@ class ConnectionFactory(_FactoryBase):
             bytesOut=protocol.bytesOut,
             reason=reason.getErrorMessage(),
         )
+        if not self.connections:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def shutDown(self, timeout: float) -> Deferred[None]:
+        """
+        Ask every open connection to finish (L{ConnectionProtocol.shutDown}):
+        pending replies are sent, then each closes.  Connections still open
+        after C{timeout} seconds are aborted.
+
+        Stop listening first, or new connections keep coming.
+
+        @return: A Deferred that fires once no connection is left.
+        """
+        if not self.connections:
+            return succeed(None)
+        self._log.info(
+            "Shutting down: finishing {count} connections (at most {timeout} s)",
+            count=len(self.connections),
+            timeout=timeout,
+        )
+        done: Deferred[None] = Deferred()
+        self._drained.append(done)
+        for protocol in list(self.connections):
+            protocol.shutDown()
+
+        def abortTheRest() -> None:
+            self._log.warn(
+                "Shutdown timeout: aborting {count} connections",
+                count=len(self.connections),
+            )
+            for protocol in list(self.connections):
+                protocol.transport.abortConnection()
+
+        backstop = self.clock.callLater(timeout, abortTheRest)
+
+        def stopBackstop(result: None) -> None:
+            if backstop.active():
+                backstop.cancel()
+
+        return done.addCallback(stopBackstop)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeAlias
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
@@ -43,6 +43,8 @@ server stops reading more lines from it.
 """
 
 INTERNAL_ERROR = b"ERROR internal error"
+HANDLER_TIMEOUT = b"ERROR handler timed out"
+IDLE_TIMEOUT = b"ERROR idle timeout"
 
 
 def echoLine(line: bytes) -> bytes:
@@ -58,12 +60,13 @@ class _PendingReply:
     either already known (C{done}) or waiting for a handler's Deferred.
     """
 
-    __slots__ = ("deferred", "done", "reply")
+    __slots__ = ("deferred", "done", "reply", "timer")
 
     def __init__(self, reply: bytes | None = None, done: bool = True) -> None:
         self.done = done
         self.reply = reply
         self.deferred: Deferred[Any] | None = None
+        self.timer: IDelayedCall | None = None
 
 
 class LineProtocol(ConnectionProtocol):
@@ -117,6 +120,8 @@ class LineProtocol(ConnectionProtocol):
         Frame C{data} into lines and answer them.
         """
         self.countIn(len(data))
+        if self.lingering:
+            return
         framer = self._framer
         lines = framer.feed(data)
         if lines:
@@ -142,6 +147,8 @@ class LineProtocol(ConnectionProtocol):
         pending, self._pending = self._pending, deque()
         super().connectionLost(reason)
         for slot in pending:
+            if slot.timer is not None and slot.timer.active():
+                slot.timer.cancel()
             if slot.deferred is not None and not slot.done:
                 slot.deferred.cancel()
 
@@ -156,6 +163,7 @@ class LineProtocol(ConnectionProtocol):
         count = len(lines)
         self.linesHandled += count
         self.factory.stats.linesHandled += count
+        self.touch()
         delimiter = self._delimiter
         pending = self._pending
         ready: list[bytes] = []
@@ -209,23 +217,49 @@ class LineProtocol(ConnectionProtocol):
         result.addCallbacks(
             self._settle, self._handlerFailed, callbackArgs=(slot,), errbackArgs=(slot,)
         )
+        timeout = self.factory.handlerTimeout
+        if timeout and not slot.done:
+            slot.timer = self.factory.clock.callLater(
+                timeout, self._handlerTimedOut, slot
+            )
         if not slot.done and len(self._pending) >= self._maxPending:
             if not self._heldForPending:
                 self._heldForPending = True
                 self.holdReading()
 
     def _handlerFailed(self, failure: Failure, slot: _PendingReply) -> None:
-        if not self.disconnected and not failure.check(CancelledError):
+        if not (self.disconnected or slot.done or failure.check(CancelledError)):
             self._log.failure(
                 "Handler failed on a line from {peer}", failure, peer=self.peer
             )
         self._settle(INTERNAL_ERROR, slot)
+
+    def _handlerTimedOut(self, slot: _PendingReply) -> None:
+        """
+        A handler took longer than the factory's C{handlerTimeout}: answer
+        C{ERROR handler timed out} in its place and cancel it.
+        """
+        slot.timer = None
+        self.factory.stats.handlerTimeouts += 1
+        self._log.warn(
+            "Handler for a line from {peer} took over {timeout} s; cancelled",
+            peer=self.peer,
+            timeout=self.factory.handlerTimeout,
+        )
+        self._settle(HANDLER_TIMEOUT, slot)
+        if slot.deferred is not None:
+            slot.deferred.cancel()
 
     def _settle(self, result: object, slot: _PendingReply) -> None:
         """
         A handler finished: record its reply and send every reply that is now
         at the head of the queue.
         """
+        if slot.done:
+            # Already answered: the handler timed out before finishing.
+            return
+        if slot.timer is not None and slot.timer.active():
+            slot.timer.cancel()
         try:
             slot.reply = None if result is None else _toBytes(result)
         except TypeError:
@@ -279,6 +313,41 @@ class LineProtocol(ConnectionProtocol):
         self._linger = True
         self._finishAfterPending()
 
+    def isBusy(self) -> bool:
+        """
+        Busy while replies wait on handlers: a client waiting for a slow
+        handler is not idle (the handler timeout covers handlers that hang).
+        """
+        return bool(self._pending)
+
+    def refuse(self, reason: str) -> None:
+        """
+        Over a connection limit: say so in an C{ERROR} line and close.
+        """
+        self.send(b"ERROR " + reason.encode() + self._delimiter)
+        self.lingeringClose()
+
+    def idleTimedOut(self) -> None:
+        """
+        Idle too long: say so in an C{ERROR} line and close.
+        """
+        self._queueReply(IDLE_TIMEOUT)
+        self._wantClose = True
+        self._linger = True
+        self._finishAfterPending()
+
+    def shutDown(self) -> None:
+        """
+        The server is shutting down: read no more lines, send the replies
+        still pending, then close.
+        """
+        if self.closing:
+            return
+        self.holdReading()
+        self._wantClose = True
+        self._linger = True
+        self._finishAfterPending()
+
     def _finishAfterPending(self) -> None:
         """
         Close if a close is wanted and no reply is pending any more.
@@ -308,6 +377,11 @@ class LineFactory(ConnectionFactory):
         counted.
     @ivar maxPending: How many replies may wait for slow handlers on one
         connection before reading from it pauses.
+    @ivar handlerTimeout: Seconds a handler may take before its reply is
+        C{ERROR handler timed out} (and it is cancelled), or C{None}.
+
+    Connection limits and the idle timeout are those of
+    L{ConnectionFactory}; all are off unless given.
     """
 
     protocol = LineProtocol
@@ -319,9 +393,23 @@ class LineFactory(ConnectionFactory):
         delimiter: bytes = b"\n",
         maxLineLength: int = DEFAULT_MAX_LINE_LENGTH,
         maxPending: int = DEFAULT_MAX_PENDING,
+        handlerTimeout: float | None = None,
         clock: IReactorTime | None = None,
+        idleTimeout: float | None = None,
+        maxConnections: int | None = None,
+        maxConnectionsPerHost: int | None = None,
     ) -> None:
-        super().__init__(clock=clock)
+        super().__init__(
+            clock=clock,
+            idleTimeout=idleTimeout,
+            maxConnections=maxConnections,
+            maxConnectionsPerHost=maxConnectionsPerHost,
+        )
+        if handlerTimeout is not None and handlerTimeout < 0:
+            raise ValueError(
+                f"handlerTimeout must not be negative, not {handlerTimeout}"
+            )
+        self.handlerTimeout = handlerTimeout or None
         if delimiter not in DELIMITERS.values():
             raise ValueError(
                 f"delimiter must be b'\\n' or b'\\r\\n', not {delimiter!r}"

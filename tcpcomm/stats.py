@@ -18,6 +18,9 @@ class ServerStats:
     @ivar bytesIn: Bytes received from clients.
     @ivar bytesOut: Bytes handed to transports for clients.
     @ivar linesHandled: Complete lines passed to a line handler.
+    @ivar connectionsRefused: Connections refused for being over a limit.
+    @ivar idleTimeouts: Connections closed for being idle.
+    @ivar handlerTimeouts: Replies given up on for a handler too slow.
     """
 
     connectionsOpen: int = 0
@@ -25,3 +28,6 @@ class ServerStats:
     bytesIn: int = 0
     bytesOut: int = 0
     linesHandled: int = 0
+    connectionsRefused: int = 0
+    idleTimeouts: int = 0
+    handlerTimeouts: int = 0

@@ -13,9 +13,11 @@ from typing import Any, ClassVar
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
 from twisted.python import usage
 
 from tcpcomm.connection import ConnectionFactory
@@ -26,7 +28,7 @@ from tcpcomm.endpoints import (
     serverEndpointDescription,
 )
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
-from tcpcomm.line import DELIMITERS, Handler, LineFactory
+from tcpcomm.line import DELIMITERS, Handler, LineFactory, echoLine
 
 PROTOCOLS = ("line", "echo")
 
@@ -85,6 +87,31 @@ def _positiveInt(text: str) -> int:
 _positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
 
 
+def _nonNegativeInt(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"expected a whole number, 0 or more, not {text!r}")
+    return value
+
+
+def _nonNegativeSeconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"expected seconds, 0 or more, not {text!r}")
+    return value
+
+
+DEFAULT_MAX_CONNECTIONS = 10000
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+
+
 class Options(usage.Options):
     """
     Options for C{twistd tcpcomm}.
@@ -116,6 +143,48 @@ class Options(usage.Options):
             DEFAULT_MAX_LINE_LENGTH,
             "Line mode: the longest line accepted, in bytes.",
             _positiveInt,
+        ],
+        [
+            "max-connections",
+            None,
+            DEFAULT_MAX_CONNECTIONS,
+            "The most connections open at once (0: no limit).  Over it, line"
+            " mode answers ERROR too many connections and closes; echo closes.",
+            _nonNegativeInt,
+        ],
+        [
+            "max-connections-per-ip",
+            None,
+            0,
+            "The most connections open at once from one IP address (0: no limit).",
+            _nonNegativeInt,
+        ],
+        [
+            "idle-timeout",
+            None,
+            DEFAULT_IDLE_TIMEOUT,
+            "Close connections idle this many seconds (0: never); line mode"
+            " says ERROR idle timeout first.  Reading a complete line (echo:"
+            " any byte) or writing counts as activity, so a client trickling a"
+            " line that never ends is closed too.",
+            _nonNegativeSeconds,
+        ],
+        [
+            "handler-timeout",
+            None,
+            0,
+            "Line mode: seconds a handler may take before its reply becomes"
+            " ERROR handler timed out (0: no limit).",
+            _nonNegativeSeconds,
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            DEFAULT_SHUTDOWN_TIMEOUT,
+            "On SIGTERM or SIGINT, stop accepting and give open connections"
+            " this many seconds to get their pending replies, then close the"
+            " rest.",
+            _nonNegativeSeconds,
         ],
     ]
 
@@ -211,25 +280,41 @@ def makeFactory(config: usage.Options) -> ConnectionFactory:
     """
     Build the factory C{config} asks for.
     """
+    common: dict[str, Any] = {
+        "idleTimeout": config["idle-timeout"] or None,
+        "maxConnections": config["max-connections"] or None,
+        "maxConnectionsPerHost": config["max-connections-per-ip"] or None,
+    }
     if config["protocol"] == "echo":
-        return EchoFactory()
+        return EchoFactory(**common)
     handler = config.get("handlerObject")
     if handler is None and config["handler"] is not None:
         handler = loadHandler(config["handler"])
-    kwargs: dict[str, Any] = {
-        "delimiter": DELIMITERS[config["delimiter"]],
-        "maxLineLength": config["max-line-length"],
-    }
-    if handler is not None:
-        return LineFactory(handler, **kwargs)
-    return LineFactory(**kwargs)
+    return LineFactory(
+        handler or echoLine,
+        delimiter=DELIMITERS[config["delimiter"]],
+        maxLineLength=config["max-line-length"],
+        handlerTimeout=config["handler-timeout"] or None,
+        **common,
+    )
 
 
-class _ListeningService(MultiService):
+class TcpcommService(MultiService):
     """
-    The parent of tcpcomm's listening services: a port that cannot be
-    bound stops start-up with one readable line and exit status 1.
+    Listen on every port with one factory; on stop, stop listening and let
+    the connections finish (L{ConnectionFactory.shutDown}).
+
+    A port that cannot be bound stops start-up with one readable line and
+    exit status 1 (the ports already bound are closed again).
+
+    @ivar factory: The factory serving every port.
+    @ivar shutdownTimeout: Seconds connections get to finish on stop.
     """
+
+    def __init__(self, factory: ConnectionFactory, shutdownTimeout: float) -> None:
+        super().__init__()
+        self.factory = factory
+        self.shutdownTimeout = shutdownTimeout
 
     def privilegedStartService(self) -> None:
         started: list[IService] = []
@@ -241,6 +326,49 @@ class _ListeningService(MultiService):
                     listening.stopService()
                 raise SystemExit(f"twistd tcpcomm: error: {e}") from None
             started.append(service)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, then wait for the connections to finish.
+        """
+        stopped: Deferred[Any] = super().stopService()
+
+        def finish(_: object) -> Deferred[None]:
+            return self.factory.shutDown(self.shutdownTimeout)
+
+        return stopped.addCallback(finish)
+
+
+_log = Logger()
+
+
+def raiseFileLimit(wanted: int) -> None:
+    """
+    Raise this process's soft limit on open files towards C{wanted} (each
+    connection needs one), as far as the hard limit allows, and log it.
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        _log.info(
+            "Raised the open-files limit from {soft} to {target}",
+            soft=soft,
+            target=target,
+        )
+    if target < wanted:
+        _log.warn(
+            "The open-files limit ({target}) is below what --max-connections"
+            " needs ({wanted}); raise it (ulimit -n) or lower the limit",
+            target=target,
+            wanted=wanted,
+        )
 
 
 def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> IService:
@@ -254,7 +382,9 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
 
         reactor = globalReactor
     factory = makeFactory(config)
-    parent = _ListeningService()
+    if config["max-connections"]:
+        raiseFileLimit(config["max-connections"] + 64)
+    parent = TcpcommService(factory, config["shutdown-timeout"])
     for description in config["ports"]:
         # strports makes a busy port fail start-up instead of being logged.
         strports.service(description, factory, reactor=reactor).setServiceParent(parent)

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpcomm.client import exchange
-from tcpcomm.connection import LINGER_SECONDS
+from tcpcomm.connection import LINGER_SECONDS, ConnectionProtocol
 from tcpcomm.line import (
     INTERNAL_ERROR,
     Handler,
@@ -35,9 +35,11 @@ class HalfCloseableStringTransport(StringTransport):
     the real TCP transport has and L{StringTransport} lacks.
 
     @ivar writeDisconnected: Whether C{loseWriteConnection} was called.
+    @ivar protocol: The protocol connected to it, where a helper set it.
     """
 
     writeDisconnected = False
+    protocol: ConnectionProtocol
 
     def loseWriteConnection(self) -> None:
         self.writeDisconnected = True

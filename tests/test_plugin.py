@@ -130,6 +130,12 @@ class Child:
         """
         return self.process.wait(timeout=EXIT_TIMEOUT)
 
+    def sendTerminate(self) -> None:
+        """
+        Send SIGTERM to the process by its PID without waiting for it.
+        """
+        os.kill(self.process.pid, signal.SIGTERM)
+
     def terminate(self) -> int:
         """
         Send SIGTERM to the process by its PID, and wait (bounded) for it to
