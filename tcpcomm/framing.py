@@ -48,6 +48,8 @@ class LineFramer:
         and L{finish} returns C{None}.
     """
 
+    __slots__ = ("_buffer", "maxLineLength", "overflowed")
+
     maxLineLength: int
     overflowed: bool
 

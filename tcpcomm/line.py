@@ -92,6 +92,17 @@ class LineProtocol(ConnectionProtocol):
     factory: LineFactory
     linesHandled: int = 0
 
+    # Per-connection state, as class defaults so that an idle connection
+    # stores none of it (measured: this is most of a line connection's
+    # memory).
+    _pending: deque[_PendingReply] | tuple[()] = ()
+    _backlog: list[bytes] | tuple[()] = ()
+    _handling = False
+    _heldForPending = False
+    _wantClose = False
+    _linger = False
+    _lastWords: bytes | None = None
+
     def connectionMade(self) -> None:
         """
         Set up framing and the queue of pending replies.
@@ -100,10 +111,6 @@ class LineProtocol(ConnectionProtocol):
         self._framer = LineFramer(factory.maxLineLength)
         self._delimiter = factory.delimiter
         self._maxPending = factory.maxPending
-        self._pending: deque[_PendingReply] = deque()
-        self._heldForPending = False
-        self._wantClose = False
-        self._linger = False
         super().connectionMade()
 
     def lineReceived(self, line: bytes) -> HandlerResult:
@@ -144,7 +151,8 @@ class LineProtocol(ConnectionProtocol):
         """
         Cancel handlers still running: nobody is left to answer.
         """
-        pending, self._pending = self._pending, deque()
+        pending, self._pending = self._pending, ()
+        self._backlog = ()
         super().connectionLost(reason)
         for slot in pending:
             if slot.timer is not None and slot.timer.active():
@@ -160,14 +168,24 @@ class LineProtocol(ConnectionProtocol):
         return f"{super().summary()}, {lines} line{'' if lines == 1 else 's'}"
 
     def _handleLines(self, lines: list[bytes]) -> None:
-        count = len(lines)
-        self.linesHandled += count
-        self.factory.stats.linesHandled += count
+        """
+        Answer C{lines} in order.  Synchronous replies to them go out in one
+        write.  Once C{maxPending} replies wait on handlers, the remaining
+        lines wait (unhandled, with reading paused) until some are sent, so
+        one read full of lines cannot start more than C{maxPending} handlers.
+        """
+        if self._backlog or self._handling or len(self._pending) >= self._maxPending:
+            self._backlog = [*self._backlog, *lines]
+            self._holdWhileFull()
+            return
+        self._handling = True
         self.touch()
         delimiter = self._delimiter
-        pending = self._pending
+        maxPending = self._maxPending
         ready: list[bytes] = []
+        handled = 0
         for line in lines:
+            handled += 1
             try:
                 result = self.lineReceived(line)
             except Exception:
@@ -187,20 +205,49 @@ class LineProtocol(ConnectionProtocol):
                     self.send(b"".join(ready))
                     ready = []
                 self._await(result)
+                if len(self._pending) >= maxPending:
+                    self._backlog = [*lines[handled:], *self._backlog]
+                    break
                 continue
-            if pending:
-                pending.append(_PendingReply(reply))
+            if self._pending:
+                self._pending.append(_PendingReply(reply))
             else:
                 ready.append(reply)
                 ready.append(delimiter)
         if ready:
             self.send(b"".join(ready))
+        self.linesHandled += handled
+        self.factory.stats.linesHandled += handled
+        self._handling = False
+        if self._backlog and len(self._pending) < maxPending:
+            # Lines arrived while we were busy here, and there is room.
+            waiting, self._backlog = self._backlog, ()
+            self._handleLines(list(waiting))
+            return
+        self._holdWhileFull()
+        self._finishAfterPending()
+
+    def _holdWhileFull(self) -> None:
+        """
+        Keep reading paused exactly while C{maxPending} replies wait or lines
+        wait to be handled.
+        """
+        full = bool(self._backlog) or len(self._pending) >= self._maxPending
+        if full != self._heldForPending:
+            self._heldForPending = full
+            if full:
+                self.holdReading()
+            else:
+                self.releaseReading()
 
     def _await(self, result: object) -> None:
         """
         Queue a reply slot for an asynchronous (or malformed) handler result.
         """
         slot = _PendingReply(done=False)
+        if not self._pending:
+            # Made on first use: most connections never wait on a handler.
+            self._pending = deque()
         self._pending.append(slot)
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
@@ -222,10 +269,6 @@ class LineProtocol(ConnectionProtocol):
             slot.timer = self.factory.clock.callLater(
                 timeout, self._handlerTimedOut, slot
             )
-        if not slot.done and len(self._pending) >= self._maxPending:
-            if not self._heldForPending:
-                self._heldForPending = True
-                self.holdReading()
 
     def _handlerFailed(self, failure: Failure, slot: _PendingReply) -> None:
         if not (self.disconnected or slot.done or failure.check(CancelledError)):
@@ -274,9 +317,14 @@ class LineProtocol(ConnectionProtocol):
         self._flushPending()
 
     def _flushPending(self) -> None:
+        """
+        Send every reply now at the head of the queue; then, with room in the
+        queue again, handle lines that were waiting for it.
+        """
         pending = self._pending
         if not pending or not pending[0].done:
             return
+        assert isinstance(pending, deque)
         delimiter = self._delimiter
         out: list[bytes] = []
         while pending and pending[0].done:
@@ -286,19 +334,12 @@ class LineProtocol(ConnectionProtocol):
                 out.append(delimiter)
         if out:
             self.send(b"".join(out))
-        if self._heldForPending and len(pending) < self._maxPending:
-            self._heldForPending = False
-            self.releaseReading()
-        self._finishAfterPending()
-
-    def _queueReply(self, reply: bytes) -> None:
-        """
-        Send C{reply} after every reply still pending.
-        """
-        if self._pending:
-            self._pending.append(_PendingReply(reply))
+        if self._backlog and not self._handling and len(pending) < self._maxPending:
+            waiting, self._backlog = self._backlog, ()
+            self._handleLines(list(waiting))
         else:
-            self.send(reply + self._delimiter)
+            self._holdWhileFull()
+        self._finishAfterPending()
 
     def _lineTooLong(self) -> None:
         limit = self._framer.maxLineLength
@@ -307,11 +348,7 @@ class LineProtocol(ConnectionProtocol):
             peer=self.peer,
             limit=limit,
         )
-        self._queueReply(b"ERROR line too long (limit %d bytes)" % (limit,))
-        self.holdReading()
-        self._wantClose = True
-        self._linger = True
-        self._finishAfterPending()
+        self._closeWith(b"ERROR line too long (limit %d bytes)" % (limit,))
 
     def isBusy(self) -> bool:
         """
@@ -331,7 +368,15 @@ class LineProtocol(ConnectionProtocol):
         """
         Idle too long: say so in an C{ERROR} line and close.
         """
-        self._queueReply(IDLE_TIMEOUT)
+        self._closeWith(IDLE_TIMEOUT)
+
+    def _closeWith(self, lastWords: bytes) -> None:
+        """
+        Read no more; after the replies to the lines already read, send
+        C{lastWords} (an C{ERROR} line) and close, lingering.
+        """
+        self.holdReading()
+        self._lastWords = lastWords
         self._wantClose = True
         self._linger = True
         self._finishAfterPending()
@@ -352,7 +397,12 @@ class LineProtocol(ConnectionProtocol):
         """
         Close if a close is wanted and no reply is pending any more.
         """
-        if self._wantClose and not self._pending:
+        if self._handling:
+            return
+        if self._wantClose and not self._pending and not self._backlog:
+            if self._lastWords is not None:
+                self.send(self._lastWords + self._delimiter)
+                self._lastWords = None
             if self._linger:
                 self.lingeringClose()
             else:

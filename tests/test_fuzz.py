@@ -98,13 +98,21 @@ class LineProtocolFuzzTests(SynchronousTestCase):
         self.assertEqual(transport.disconnecting, halfClose)
 
     @settings(max_examples=300, deadline=None)
-    @given(hostileStreams, st.randoms(use_true_random=False))
-    def test_everyKindOfHandlerInOrder(self, data: bytes, random: object) -> None:
+    @given(
+        hostileStreams,
+        st.randoms(use_true_random=False),
+        st.integers(1, 4),
+        st.integers(1, 64),
+    )
+    def test_everyKindOfHandlerInOrder(
+        self, data: bytes, random: object, maxPending: int, chunkSize: int
+    ) -> None:
         """
         With handlers that return bytes, str, None, raise, or return
-        Deferreds and coroutines that finish in random order, fed a byte at
-        a time, every line gets its own reply in request order and the
-        connection closes after the last one.
+        Deferreds and coroutines that finish in random order, a small
+        C{maxPending} and input in chunks of any size, every line gets its
+        own reply in request order, no more than C{maxPending} handlers wait
+        at once, and the connection closes after the last reply.
         """
         waiting: list[Deferred[bytes]] = []
 
@@ -130,13 +138,20 @@ class LineProtocolFuzzTests(SynchronousTestCase):
                 return d
             return coroutine(line)
 
-        protocol, transport = connect(LineFactory(handler, maxLineLength=LIMIT))
-        for i in range(len(data)):
-            protocol.dataReceived(data[i : i + 1])
+        protocol, transport = connect(
+            LineFactory(handler, maxLineLength=LIMIT, maxPending=maxPending)
+        )
+        for i in range(0, len(data), chunkSize):
+            protocol.dataReceived(data[i : i + chunkSize])
         protocol.readConnectionLost()
-        random.shuffle(waiting)  # type: ignore[attr-defined]
-        for d in waiting:
-            d.callback(None)  # type: ignore[arg-type]
+        # Fire waiting handlers in random order until none is left; firing
+        # one may start more (lines that waited for room in the queue).
+        fired = 0
+        while fired < len(waiting):
+            self.assertLessEqual(len([d for d in waiting if not d.called]), maxPending)
+            unfired = [d for d in waiting if not d.called]
+            random.choice(unfired).callback(None)  # type: ignore[attr-defined]
+            fired += 1
         self.flushLoggedErrors(ValueError)
 
         def reply(line: bytes) -> bytes | None:

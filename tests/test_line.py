@@ -387,6 +387,28 @@ class LineProtocolTests(SynchronousTestCase):
         waiting[0].callback(b"a")
         self.assertEqual(transport.producerState, "producing")
 
+    def test_oneReadStartsAtMostMaxPendingHandlers(self) -> None:
+        """
+        One read full of lines starts no more than C{maxPending} slow
+        handlers; the other lines wait, unhandled, and are answered in order
+        as room comes.
+        """
+        waiting: list[Deferred[bytes]] = []
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred())
+            return waiting[-1].addCallback(lambda _: line)
+
+        protocol, transport = connect(LineFactory(handler, maxPending=8))
+        protocol.dataReceived(b"".join(b"%d\n" % i for i in range(1000)))
+        self.assertEqual(len(waiting), 8)
+        self.assertEqual(transport.producerState, "paused")
+        for i in range(1000):
+            self.assertLessEqual(len([d for d in waiting if not d.called]), 8)
+            waiting[i].callback(None)
+        self.assertEqual(transport.value(), b"".join(b"%d\n" % i for i in range(1000)))
+        self.assertEqual(transport.producerState, "producing")
+
     def test_writeBufferFullPausesReading(self) -> None:
         """
         When the transport reports its write buffer full, reading pauses
