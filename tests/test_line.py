@@ -393,7 +393,7 @@ class LineProtocolTests(SynchronousTestCase):
         handlers; the other lines wait, unhandled, and are answered in order
         as room comes.
         """
-        waiting: list[Deferred[bytes]] = []
+        waiting: list[Deferred[None]] = []
 
         def handler(line: bytes) -> Deferred[bytes]:
             waiting.append(Deferred())
