@@ -183,6 +183,20 @@ def openDescriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settledDescriptors(pid: int) -> int:
+    """
+    Read how many descriptors process C{pid} has open until three readings
+    0.1 s apart agree (bounded by L{STEP_TIMEOUT}); return it.
+    """
+    readings = [openDescriptors(pid)]
+    for _ in range(int(STEP_TIMEOUT / 0.1)):
+        if len(readings) >= 3 and len(set(readings[-3:])) == 1:
+            return readings[-1]
+        time.sleep(0.1)
+        readings.append(openDescriptors(pid))
+    raise Failed(f"the open descriptors of {pid} never settled: {readings[-5:]}")
+
+
 def raiseFileLimit(needed: int) -> None:
     """
     Raise this process's soft C{RLIMIT_NOFILE} to its hard limit if it is
@@ -373,14 +387,16 @@ def measure(kind: str, connections: int) -> Measurement:
     sockets: list[socket.socket] = []
     with Server(kind, connections) as server:
         try:
-            baseline = openDescriptors(server.pid)
+            started = openDescriptors(server.pid)
             warmUp(server.port)
             # The warm-up connections are closed on our side; wait until the
-            # server has closed them too.
+            # server has closed them too (its descriptor count settles; it
+            # may keep one or two more than at start, opened lazily).
             waitFor(
                 "the warm-up connections to close",
-                lambda: openDescriptors(server.pid) <= baseline,
+                lambda: openDescriptors(server.pid) <= started + 2,
             )
+            baseline = settledDescriptors(server.pid)
             before = settledRSS(server.pid)
             openConnections(server.port, connections, sockets)
             waitFor(
