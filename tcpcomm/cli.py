@@ -17,7 +17,11 @@ from typing import Any, NoReturn
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -29,6 +33,8 @@ from tcpcomm.client import (
     clientEndpoint,
     describeFailure,
     exchange,
+    halfClose,
+    isTLS,
 )
 from tcpcomm.connection import IFlowControlledTransport
 
@@ -154,7 +160,7 @@ class _CrlfTranslator:
         return out
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class _Upstream(Protocol):
     """
     The TCP side of C{tcpcomm connect}: what the server sends goes to stdout.
@@ -183,6 +189,17 @@ class _Upstream(Protocol):
         self.transport.registerProducer(self.stdio, True)
         self.stdio.registerProducer(self.transport, True)
 
+    _stdinEnded = False
+    _handshakeDone = False
+
+    def handshakeCompleted(self) -> None:
+        """
+        TLS is up: a half-close that waited for it can go out now.
+        """
+        self._handshakeDone = True
+        if self._stdinEnded:
+            halfClose(self.transport)
+
     def fromStdin(self, data: bytes) -> None:
         if self.translate is not None:
             data = self.translate(data)
@@ -190,7 +207,9 @@ class _Upstream(Protocol):
 
     def stdinEnded(self) -> None:
         self.transport.unregisterProducer()
-        self.transport.loseWriteConnection()
+        self._stdinEnded = True
+        if self._handshakeDone or not isTLS(self.transport):
+            halfClose(self.transport)
         self._restartSilenceTimer()
 
     def outputGone(self) -> None:

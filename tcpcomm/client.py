@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IStreamClientEndpoint,
     ITCPTransport,
 )
@@ -33,6 +34,8 @@ __all__ = [
     "clientEndpoint",
     "describeEndpoint",
     "exchange",
+    "halfClose",
+    "isTLS",
 ]
 
 DEFAULT_TIMEOUT = 30.0
@@ -99,6 +102,63 @@ def describeEndpoint(endpoint: IStreamClientEndpoint | str) -> str:
     return repr(endpoint)
 
 
+def isTLS(transport: object) -> bool:
+    """
+    Whether C{transport} is Twisted's TLS transport (C{tls:} and C{ssl:}
+    endpoints), which provides C{ITCPTransport} just as plain TCP does.
+    """
+    try:
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+    except ImportError:
+        return False
+    return isinstance(transport, TLSMemoryBIOProtocol)
+
+
+def halfClose(transport: ITCPTransport) -> None:
+    """
+    Say "I am done sending", and go on reading.
+
+    Over TCP that is a FIN (C{loseWriteConnection}).  Over TLS it is a
+    C{close_notify}: Twisted's TLS C{loseConnection} sends it after what was
+    written and goes on delivering what the server sends until the server's
+    C{close_notify}.  (Its C{loseWriteConnection} sends a bare TCP FIN,
+    which servers take for a lost connection, Twisted #5341.)  Over TLS,
+    call this once the handshake is done (L{IHandshakeListener}) or once
+    something was written: before, with nothing written, Twisted aborts.
+    """
+    if isTLS(transport):
+        transport.loseConnection()
+    else:
+        transport.loseWriteConnection()
+
+
+def _sslReasons(value: BaseException | None) -> str:
+    """
+    The reasons an C{OpenSSL.SSL.Error} gives, such as C{certificate verify
+    failed}.
+    """
+    args = getattr(value, "args", ())
+    entries = args[0] if args and isinstance(args[0], list) else []
+    reasons = [entry[-1] for entry in entries if isinstance(entry, tuple) and entry]
+    return "; ".join(str(r) for r in reasons) or str(value) or type(value).__name__
+
+
+def _mismatches(value: BaseException | None) -> str:
+    """
+    The names or addresses a C{service_identity.VerificationError} did not
+    find in the certificate.
+    """
+    names = []
+    for problem in getattr(value, "errors", []):
+        wanted = getattr(problem, "mismatched_id", None)
+        name = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None)
+        if isinstance(name, bytes):
+            name = name.decode("ascii", "replace")
+        if name is not None:
+            names.append(str(name))
+    return ", ".join(names) or "the name asked for"
+
+
 def describeFailure(
     failure: Failure, where: str, timeout: float | None, connected: bool
 ) -> ConnectionFailed:
@@ -118,16 +178,23 @@ def describeFailure(
         message = f"timed out{after} {doing} {where}"
     elif failure.check(error.ConnectionLost, error.ConnectionAborted):
         message = f"connection reset by {where}"
+    elif failure.check("service_identity.exceptions.VerificationError"):
+        message = (
+            f"TLS certificate verification failed for {where}: the certificate"
+            f" is not valid for {_mismatches(failure.value)}"
+        )
+    elif failure.check("OpenSSL.SSL.Error"):
+        message = f"TLS failed with {where}: {_sslReasons(failure.value)}"
     else:
         message = f"{failure.getErrorMessage()} ({where})"
     return ConnectionFailed(message)
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class _Exchange(Protocol):
     """
     Send some bytes, half-close, and collect the reply until the server
-    closes.
+    closes.  Over TLS the half-close waits for the end of the handshake.
     """
 
     transport: ITCPTransport
@@ -141,7 +208,11 @@ class _Exchange(Protocol):
     def connectionMade(self) -> None:
         if self._data:
             self.transport.write(self._data)
-        self.transport.loseWriteConnection()
+        if not isTLS(self.transport):
+            halfClose(self.transport)
+
+    def handshakeCompleted(self) -> None:
+        halfClose(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         self._received.append(data)

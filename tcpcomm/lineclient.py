@@ -27,7 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpcomm.client import ConnectionFailed, describeEndpoint, describeFailure
+from tcpcomm.client import (
+    ConnectionFailed,
+    describeEndpoint,
+    describeFailure,
+    halfClose,
+)
 from tcpcomm.endpoints import formatAddress
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
 
@@ -148,7 +153,7 @@ class LineClient(Protocol):
         """
         if not self._finishing and self._lost is None:
             self._finishing = True
-            self.transport.loseWriteConnection()
+            halfClose(self.transport)
         return self._whenClosed()
 
     def _whenClosed(self) -> Deferred[None]:

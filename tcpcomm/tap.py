@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
@@ -387,5 +387,11 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
     parent = TcpcommService(factory, config["shutdown-timeout"])
     for description in config["ports"]:
         # strports makes a busy port fail start-up instead of being logged.
-        strports.service(description, factory, reactor=reactor).setServiceParent(parent)
+        service = strports.service(description, factory, reactor=reactor)
+        if isinstance(service.endpoint, SSL4ServerEndpoint):
+            # Twisted's TLS drops tcpcomm's half-close; see tcpcomm.tls.
+            from tcpcomm.tls import keepHalfClose
+
+            service.endpoint = keepHalfClose(service.endpoint)
+        service.setServiceParent(parent)
     return parent
