@@ -23,7 +23,6 @@ server is killed by its PID and reaped.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import platform
@@ -32,7 +31,6 @@ import selectors
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -43,6 +41,13 @@ from pathlib import Path
 from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The raw-socket helpers are the load tests' own, so both open connections
+# the same way.
+from tests.test_load import abortAll  # noqa: E402
+from tests.test_load import openConnections as openIdleConnections  # noqa: E402
+
 """
 The checkout: servers run from here, so that they import its C{tcpcomm}.
 """
@@ -282,51 +287,13 @@ class Server:
 
 def openConnections(port: int, count: int, sockets: list[socket.socket]) -> None:
     """
-    Open C{count} non-blocking sockets to 127.0.0.1:C{port}, appending each
-    to C{sockets}, in batches, waiting for each batch to be established.
+    Open C{count} idle connections to 127.0.0.1:C{port}, appending each
+    socket to C{sockets}: the load tests' helper, with this script's bound.
     """
-    deadline = time.monotonic() + STEP_TIMEOUT
-    with selectors.DefaultSelector() as selector:
-        for start in range(0, count, CONNECT_BATCH):
-            size = min(CONNECT_BATCH, count - start)
-            for _ in range(size):
-                client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(client)
-                client.setblocking(False)
-                status = client.connect_ex(("127.0.0.1", port))
-                if status not in (0, errno.EINPROGRESS):
-                    raise Failed(f"connecting: {errno.errorcode[status]}")
-                selector.register(client, selectors.EVENT_WRITE)
-            waiting = size
-            for _ in range(size):
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    raise Failed(f"{waiting} connections not established in time")
-                for key, _events in selector.select(timeout):
-                    connected = key.fileobj
-                    assert isinstance(connected, socket.socket)
-                    selector.unregister(connected)
-                    waiting -= 1
-                    status = connected.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if status:
-                        raise Failed(f"connecting: {errno.errorcode[status]}")
-                if not waiting:
-                    break
-
-
-def abortAll(sockets: list[socket.socket]) -> None:
-    """
-    Close every socket with a reset (C{SO_LINGER} zero): no C{TIME_WAIT}
-    left behind from run to run.
-    """
-    linger = struct.pack("ii", 1, 0)
-    for client in sockets:
-        try:
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-        except OSError:
-            pass
-        client.close()
-    sockets.clear()
+    try:
+        openIdleConnections(port, count, sockets, time.monotonic() + STEP_TIMEOUT)
+    except AssertionError as e:
+        raise Failed(str(e)) from None
 
 
 def warmUp(port: int) -> None:
