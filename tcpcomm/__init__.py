@@ -7,6 +7,8 @@ testing helpers that start a real server on loopback.
 """
 
 from tcpcomm._version import __version__
+from tcpcomm.chat import ChatFactory, ChatProtocol
+from tcpcomm.chatroom import ChatRoom
 from tcpcomm.client import ConnectionFailed, exchange
 from tcpcomm.connection import ConnectionFactory, ConnectionProtocol
 from tcpcomm.echo import EchoFactory, EchoProtocol
@@ -16,6 +18,9 @@ from tcpcomm.lineclient import LineClient, ReconnectingLineClient
 from tcpcomm.stats import ServerStats
 
 __all__ = [
+    "ChatFactory",
+    "ChatProtocol",
+    "ChatRoom",
     "ConnectionFactory",
     "ConnectionFailed",
     "ConnectionProtocol",

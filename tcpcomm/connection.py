@@ -15,6 +15,7 @@ is closed, so a paused connection still closes.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -105,6 +106,8 @@ class ConnectionProtocol(Protocol):
     _timedOut: bool = False
     _writeBlocked: bool = False
     _holds: int = 0
+    _queued: deque[bytes] | tuple[()] = ()
+    _queuedBytes: int = 0
 
     def connectionMade(self) -> None:
         """
@@ -159,6 +162,47 @@ class ConnectionProtocol(Protocol):
         if self._idleTimer is not None:
             self._lastActivity = self.factory.clock.seconds()
 
+    def sendUnasked(self, data: bytes) -> None:
+        """
+        Send C{data} the peer did not ask for (a chat message, a notice), in
+        a way that never makes anyone wait for this peer: if its transport's
+        buffer is full, C{data} waits in a queue of this connection's own,
+        sent as the buffer drains.  When that queue would pass the factory's
+        C{maxPendingBytes}, the peer is too slow: L{tooSlow}.
+        """
+        if (
+            not (self._writeBlocked or self._queued)
+            or self.factory.maxPendingBytes is None
+        ):
+            self.send(data)
+            return
+        if self.closing:
+            return
+        if not self._queued:
+            self._queued = deque()
+        self._queued.append(data)
+        self._queuedBytes += len(data)
+        if self._queuedBytes > self.factory.maxPendingBytes:
+            self._queued = ()
+            self._queuedBytes = 0
+            self.factory.stats.tooSlow += 1
+            self._log.info(
+                "{peer} is too slow: over {limit} bytes waiting; closing",
+                peer=self.peer,
+                limit=self.factory.maxPendingBytes,
+            )
+            self.tooSlow()
+
+    def _sendQueued(self) -> None:
+        """
+        Send what L{sendUnasked} queued, until the transport is full again.
+        """
+        queued = self._queued
+        while queued and not self._writeBlocked and not self.closing:
+            data = queued.popleft()
+            self._queuedBytes -= len(data)
+            self.send(data)
+
     def touch(self) -> None:
         """
         Note activity that sends nothing (a line handled without a reply),
@@ -208,6 +252,13 @@ class ConnectionProtocol(Protocol):
         idle, however quiet).  By default: never.
         """
         return False
+
+    def tooSlow(self) -> None:
+        """
+        The peer reads too slowly for what L{sendUnasked} has for it.  By
+        default: close.
+        """
+        self.lingeringClose()
 
     def refuse(self, reason: str) -> None:
         """
@@ -307,6 +358,8 @@ class ConnectionProtocol(Protocol):
         The transport's write buffer has drained: read again unless held.
         """
         self._writeBlocked = False
+        if self._queued:
+            self._sendQueued()
         self._updateReading()
 
     def stopProducing(self) -> None:
@@ -377,6 +430,10 @@ class ConnectionFactory(_FactoryBase):
     @ivar limits: The connection limits, in all and per client host.
     @ivar idleTimeout: Seconds without activity after which a connection is
         closed, or C{None}.
+    @ivar maxPendingBytes: How many bytes of unasked data (see
+        L{ConnectionProtocol.sendUnasked}) may wait for a slow peer before it
+        is dropped as too slow, or C{None} for no limit (and no queue: data
+        goes straight to the transport).
     """
 
     protocol: type[ConnectionProtocol] = ConnectionProtocol
@@ -389,10 +446,12 @@ class ConnectionFactory(_FactoryBase):
         idleTimeout: float | None = None,
         maxConnections: int | None = None,
         maxConnectionsPerHost: int | None = None,
+        maxPendingBytes: int | None = None,
     ) -> None:
         """
         @param clock: The clock for timers (the global reactor by default,
             looked up when first needed).
+        @param maxPendingBytes: See L{maxPendingBytes}.
         @param idleTimeout: See L{idleTimeout}; C{None} or 0 to never time
             out.
         @param maxConnections: The most connections open at once, or C{None}.
@@ -405,6 +464,11 @@ class ConnectionFactory(_FactoryBase):
         self.connections: set[ConnectionProtocol] = set()
         self.limits = ConnectionLimits(maxConnections, maxConnectionsPerHost)
         self.idleTimeout = idleTimeout or None
+        if maxPendingBytes is not None and maxPendingBytes < 1:
+            raise ValueError(
+                f"maxPendingBytes must be at least 1, not {maxPendingBytes}"
+            )
+        self.maxPendingBytes = maxPendingBytes
         self._clock = clock
         self._drained: list[Deferred[None]] = []
 

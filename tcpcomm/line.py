@@ -448,12 +448,14 @@ class LineFactory(ConnectionFactory):
         idleTimeout: float | None = None,
         maxConnections: int | None = None,
         maxConnectionsPerHost: int | None = None,
+        maxPendingBytes: int | None = None,
     ) -> None:
         super().__init__(
             clock=clock,
             idleTimeout=idleTimeout,
             maxConnections=maxConnections,
             maxConnectionsPerHost=maxConnectionsPerHost,
+            maxPendingBytes=maxPendingBytes,
         )
         if handlerTimeout is not None and handlerTimeout < 0:
             raise ValueError(

@@ -21,6 +21,7 @@ class ServerStats:
     @ivar connectionsRefused: Connections refused for being over a limit.
     @ivar idleTimeouts: Connections closed for being idle.
     @ivar handlerTimeouts: Replies given up on for a handler too slow.
+    @ivar tooSlow: Connections dropped for reading too slowly.
     """
 
     connectionsOpen: int = 0
@@ -31,3 +32,4 @@ class ServerStats:
     connectionsRefused: int = 0
     idleTimeouts: int = 0
     handlerTimeouts: int = 0
+    tooSlow: int = 0

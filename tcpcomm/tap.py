@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 
+from tcpcomm.chat import DEFAULT_MAX_PENDING_BYTES, ChatFactory
 from tcpcomm.connection import ConnectionFactory
 from tcpcomm.echo import EchoFactory
 from tcpcomm.endpoints import (
@@ -30,7 +31,7 @@ from tcpcomm.endpoints import (
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
 from tcpcomm.line import DELIMITERS, Handler, LineFactory, echoLine
 
-PROTOCOLS = ("line", "echo")
+PROTOCOLS = ("line", "echo", "chat")
 
 
 def loadHandler(spec: str, directory: str | None = None) -> Handler:
@@ -127,7 +128,13 @@ class Options(usage.Options):
     )
 
     optParameters: ClassVar[list[list[Any]]] = [
-        ["protocol", None, "line", f"What to serve: {' or '.join(PROTOCOLS)}."],
+        [
+            "protocol",
+            None,
+            "line",
+            "What to serve: line (each line answered by the handler), echo"
+            " (every byte back), chat (each line to every other client).",
+        ],
         [
             "handler",
             None,
@@ -176,6 +183,14 @@ class Options(usage.Options):
             "Line mode: seconds a handler may take before its reply becomes"
             " ERROR handler timed out (0: no limit).",
             _nonNegativeSeconds,
+        ],
+        [
+            "max-pending-bytes",
+            None,
+            DEFAULT_MAX_PENDING_BYTES,
+            "Chat mode: how many bytes of others' lines may wait for a client"
+            " that reads slowly before it is dropped with ERROR too slow.",
+            _positiveInt,
         ],
         [
             "shutdown-timeout",
@@ -244,7 +259,7 @@ class Options(usage.Options):
         protocol = self["protocol"]
         if protocol not in PROTOCOLS:
             raise usage.UsageError(
-                f"unknown protocol {protocol!r}: choose {' or '.join(PROTOCOLS)}"
+                f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}"
             )
         if self["delimiter"] not in DELIMITERS:
             raise usage.UsageError(
@@ -287,6 +302,13 @@ def makeFactory(config: usage.Options) -> ConnectionFactory:
     }
     if config["protocol"] == "echo":
         return EchoFactory(**common)
+    if config["protocol"] == "chat":
+        return ChatFactory(
+            delimiter=DELIMITERS[config["delimiter"]],
+            maxLineLength=config["max-line-length"],
+            maxPendingBytes=config["max-pending-bytes"],
+            **common,
+        )
     handler = config.get("handlerObject")
     if handler is None and config["handler"] is not None:
         handler = loadHandler(config["handler"])

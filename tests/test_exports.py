@@ -28,6 +28,9 @@ class ExportsTests(SynchronousTestCase):
         self.assertEqual(
             sorted(tcpcomm.__all__),
             [
+                "ChatFactory",
+                "ChatProtocol",
+                "ChatRoom",
                 "ConnectionFactory",
                 "ConnectionFailed",
                 "ConnectionProtocol",

@@ -252,7 +252,9 @@ class OptionsTests(SynchronousTestCase):
         choices.
         """
         message = usageError(self, ["--protocol", "foo"])
-        self.assertEqual(message, "unknown protocol 'foo': choose line or echo")
+        self.assertEqual(
+            message, "unknown protocol 'foo': choose one of line, echo, chat"
+        )
 
     def test_unknownDelimiter(self) -> None:
         """
@@ -407,7 +409,8 @@ class SubcommandTests(SynchronousTestCase):
         message = subcommandError(self, ["--protocol", "foo"])
         self.assertEqual(
             message,
-            "twistd tcpcomm: error: unknown protocol 'foo': choose line or echo",
+            "twistd tcpcomm: error: unknown protocol 'foo':"
+            " choose one of line, echo, chat",
         )
 
     def test_everyMistakeIsOneLine(self) -> None:
@@ -619,6 +622,32 @@ class LiveServiceTests(TestCase):
         [port] = startRecorded(self, makeService(options))
         data = bytes(range(256)) * 64
         self.assertEqual(await exchange(reactor, loopback(port), data, 10), data)
+
+    async def test_chatMode(self) -> None:
+        """
+        In chat mode a line from one client reaches the other as
+        C{<NAME> line}, CRLF-terminated with C{--delimiter crlf}.
+        """
+        from twisted.internet.endpoints import connectProtocol
+
+        from tests.test_chat import Collector
+        from tests.test_line import waitUntil
+
+        options = parse(self, ["-p", LOOPBACK_PORT, "--protocol", "chat"])
+        service = makeService(options)
+        [port] = startRecorded(self, service)
+        speaker, listener = Collector(), Collector()
+        await connectProtocol(loopback(port), speaker)
+        await connectProtocol(loopback(port), listener)
+        factory = service.factory  # type: ignore[attr-defined]
+        await waitUntil(lambda: len(factory.room.members) == 2)
+        speaker.sendLine(b"/nick sam")
+        speaker.sendLine(b"hello")
+        await waitUntil(lambda: b"<sam> hello" in listener.lines)
+        self.assertEqual(factory.stats.connectionsOpen, 2)
+        speaker.transport.loseConnection()
+        listener.transport.loseConnection()
+        await waitUntil(lambda: factory.stats.connectionsOpen == 0)
 
     async def test_severalPorts(self) -> None:
         """

@@ -1,0 +1,369 @@
+"""
+Tests for chat mode: the pure room (L{tcpcomm.chatroom}), the protocol on
+in-memory transports, and three clients chatting over real sockets,
+including a slow one that is dropped while the others keep flowing.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tcpcomm.chat import ChatFactory, ChatProtocol
+from tcpcomm.chatroom import ChatRoom, sanitize
+from tcpcomm.lineclient import LineClient
+from tcpcomm.testing import startServer
+from tests.test_echo import StubbornClient, serverBuffered
+from tests.test_limits import connectFrom
+from tests.test_line import HalfCloseableStringTransport, waitUntil
+
+
+class Listener:
+    """
+    A room member that remembers what it was shown.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def deliver(self, line: bytes) -> None:
+        self.lines.append(line)
+
+
+class SanitizeTests(SynchronousTestCase):
+    """
+    L{sanitize} keeps other users' terminals safe.
+    """
+
+    def test_plainTextKept(self) -> None:
+        """
+        Printable ASCII, tabs and UTF-8 text pass unchanged.
+        """
+        for text in (b"hello, world", b"a\tb", "h\xe9llo \u2603".encode()):
+            self.assertEqual(sanitize(text), text)
+
+    def test_controlBytesEscaped(self) -> None:
+        """
+        Escape sequences, NUL, lone CR, bell and DEL are shown escaped.
+        """
+        self.assertEqual(
+            sanitize(b"\x1b[2Jclear\x00\r\x07\x7f"),
+            b"\\x1b[2Jclear\\x00\\x0d\\x07\\x7f",
+        )
+
+    def test_notUtf8Escaped(self) -> None:
+        """
+        Bytes that are not UTF-8 are shown escaped, so a raw 8-bit CSI
+        (0x9b) cannot reach a terminal.
+        """
+        self.assertEqual(sanitize(b"a\x9b2Jb\xff"), b"a\\x9b2Jb\\xff")
+
+    def test_c1ControlCharactersEscaped(self) -> None:
+        """
+        C1 control characters written as UTF-8 are shown escaped too.
+        """
+        self.assertEqual(sanitize("x\x9by".encode()), b"x\\x9by")
+
+
+class ChatRoomTests(SynchronousTestCase):
+    """
+    L{ChatRoom}, with members that only listen.
+    """
+
+    def test_sayReachesOthersOnly(self) -> None:
+        """
+        A line reaches every other member as C{<NAME> line}, not the sender,
+        and the observers get it as said.
+        """
+        room = ChatRoom()
+        alice, bob, carol = Listener(), Listener(), Listener()
+        for member, name in ((alice, "a"), (bob, "b"), (carol, "c")):
+            room.join(member, name)
+        heard: list[tuple[str, bytes]] = []
+        room.addObserver(lambda name, line: heard.append((name, line)))
+        room.say(alice, b"hi \x1b")
+        self.assertEqual(bob.lines[-1], b"<a> hi \\x1b")
+        self.assertEqual(carol.lines[-1], b"<a> hi \\x1b")
+        self.assertNotIn(b"<a> hi \\x1b", alice.lines)
+        self.assertEqual(heard, [("a", b"hi \x1b")])
+
+    def test_joinAndLeaveNotices(self) -> None:
+        """
+        Others hear who joins and who leaves; the room lists members in
+        joining order.
+        """
+        room = ChatRoom()
+        alice, bob = Listener(), Listener()
+        room.join(alice, "a")
+        room.join(bob, "b")
+        self.assertEqual(room.members, ["a", "b"])
+        room.leave(bob)
+        room.leave(bob)
+        self.assertEqual(alice.lines, [b"* b joined", b"* b left"])
+        self.assertEqual(room.members, ["a"])
+
+    def test_nickRules(self) -> None:
+        """
+        A nick must be 1-32 letters, digits, _ - or .; it must not be taken
+        by someone else, whatever the case; the others hear the change.
+        """
+        room = ChatRoom()
+        alice, bob = Listener(), Listener()
+        room.join(alice, "10.0.0.1:5")
+        room.join(bob, "10.0.0.2:6")
+        self.assertIsNone(room.rename(alice, b"Alice"))
+        self.assertEqual(bob.lines[-1], b"* 10.0.0.1:5 is now Alice")
+        self.assertEqual(room.rename(bob, b"alice"), "nick taken: alice")
+        for bad in (b"", b"x" * 33, b"a b", b"a:b", b"\xff", b"[::1]:5"):
+            self.assertIn("invalid nick", room.rename(bob, bad) or "", bad)
+        self.assertIsNone(room.rename(alice, b"ALICE"))
+        self.assertEqual(room.members, ["ALICE", "10.0.0.2:6"])
+
+    def test_duplicateJoinNameMadeUnique(self) -> None:
+        """
+        Joining under a name already there gets a suffix.
+        """
+        room = ChatRoom()
+        self.assertEqual(room.join(Listener(), "x"), "x")
+        self.assertEqual(room.join(Listener(), "X"), "X~2")
+
+    def test_who(self) -> None:
+        """
+        C{who} lists every member.
+        """
+        room = ChatRoom()
+        room.join(Listener(), "a")
+        room.join(Listener(), "b")
+        self.assertEqual(room.who(), b"* here: a, b")
+
+
+def chatter(factory: ChatFactory, host: str) -> HalfCloseableStringTransport:
+    """
+    Connect a chat client from C{host}; forget its welcome line.
+    """
+    transport = connectFrom(factory, host)
+    transport.clear()
+    return transport
+
+
+class ChatProtocolTests(SynchronousTestCase):
+    """
+    L{ChatProtocol} on in-memory transports.
+    """
+
+    def test_welcomeAndCommands(self) -> None:
+        """
+        A client is welcomed with its name; C{/nick}, C{/who} and unknown
+        commands are answered to it alone; C{//} sends a line starting with
+        C{/}.
+        """
+        factory = ChatFactory()
+        alice = connectFrom(factory, "10.0.0.1")
+        self.assertEqual(
+            alice.value(),
+            b"* welcome, 10.0.0.1:4321: /nick NAME to change it, /who to list"
+            b" who is here\n",
+        )
+        bob = chatter(factory, "10.0.0.2")
+        alice.clear()
+        alice.protocol.dataReceived(b"/nick alice\n/who\n/dance\n//slash\n")
+        self.assertEqual(
+            alice.value(),
+            b"* you are now alice\n* here: alice, 10.0.0.2:4321\n"
+            b"ERROR unknown command: /dance\n",
+        )
+        self.assertEqual(bob.value(), b"* 10.0.0.1:4321 is now alice\n<alice> /slash\n")
+
+    def test_nickErrors(self) -> None:
+        """
+        A taken or invalid nick gets a clear ERROR line.
+        """
+        factory = ChatFactory()
+        alice = chatter(factory, "10.0.0.1")
+        bob = chatter(factory, "10.0.0.2")
+        alice.protocol.dataReceived(b"/nick alice\n")
+        bob.protocol.dataReceived(b"/nick ALICE\n/nick no way\n")
+        self.assertEqual(
+            bob.value().splitlines()[-2:],
+            [
+                b"ERROR nick taken: ALICE",
+                b"ERROR invalid nick: 1 to 32 letters, digits, _ - or .",
+            ],
+        )
+
+    def test_leaveNotice(self) -> None:
+        """
+        When a client goes, the others hear it and the room forgets it.
+        """
+        factory = ChatFactory()
+        alice = chatter(factory, "10.0.0.1")
+        bob = chatter(factory, "10.0.0.2")
+        bob.protocol.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(
+            alice.value(), b"* 10.0.0.2:4321 joined\n* 10.0.0.2:4321 left\n"
+        )
+        self.assertEqual(factory.room.members, ["10.0.0.1:4321"])
+
+    def test_slowClientDroppedOthersUnaffected(self) -> None:
+        """
+        A client whose transport is full gets the room's lines queued, up to
+        C{maxPendingBytes}; past that it is told C{ERROR too slow} and
+        closed, while the others get every line.
+        """
+        factory = ChatFactory(maxPendingBytes=100)
+        talker = chatter(factory, "10.0.0.1")
+        slow = chatter(factory, "10.0.0.2")
+        fast = chatter(factory, "10.0.0.3")
+        slow.protocol.pauseProducing()
+        slow.clear()
+        fast.clear()
+        for i in range(10):
+            talker.protocol.dataReceived(b"message %d\n" % i)
+        self.assertEqual(slow.value(), b"ERROR too slow\n")
+        self.assertTrue(slow.writeDisconnected)
+        told = [b"<10.0.0.1:4321> message %d\n" % i for i in range(10)]
+        self.assertEqual(
+            fast.value(), b"".join([*told[:3], b"* 10.0.0.2:4321 left\n", *told[3:]])
+        )
+        self.assertEqual(factory.stats.tooSlow, 1)
+
+    def test_queuedLinesFollowWhenDrained(self) -> None:
+        """
+        Lines queued while a client's transport was full are sent, in
+        order, once it drains.
+        """
+        factory = ChatFactory(maxPendingBytes=1000)
+        talker = chatter(factory, "10.0.0.1")
+        listener = chatter(factory, "10.0.0.2")
+        listener.protocol.pauseProducing()
+        for i in range(3):
+            talker.protocol.dataReceived(b"m%d\n" % i)
+        self.assertEqual(listener.value(), b"")
+        listener.protocol.resumeProducing()
+        self.assertEqual(
+            listener.value(), b"".join(b"<10.0.0.1:4321> m%d\n" % i for i in range(3))
+        )
+
+    def test_refusedClientNeverJoins(self) -> None:
+        """
+        A client over the connection limit is not in the room.
+        """
+        factory = ChatFactory(maxConnections=1)
+        chatter(factory, "10.0.0.1")
+        refused = connectFrom(factory, "10.0.0.2")
+        self.assertEqual(refused.value(), b"ERROR too many connections\n")
+        self.assertEqual(factory.room.members, ["10.0.0.1:4321"])
+        self.assertIsInstance(refused.protocol, ChatProtocol)
+
+
+class Collector(LineClient):
+    """
+    A chat client over a real socket that keeps every line it gets.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[bytes] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+
+
+class ChatOverSocketsTests(TestCase):
+    """
+    Chat over real sockets on 127.0.0.1.
+    """
+
+    async def test_threeClientsBothWays(self) -> None:
+        """
+        Three clients with nicks exchange lines in all directions; each
+        gets every line of the others, in order, and none of its own.
+        """
+        factory = ChatFactory()
+        server = startServer(self, factory)
+        clients = [Collector(), Collector(), Collector()]
+        for index, client in enumerate(clients):
+            await connectProtocol(server.endpoint(), client)
+            await waitUntil(lambda n=index + 1: len(factory.room.members) == n)
+        names = [b"ann", b"ben", b"cat"]
+        for client, name in zip(clients, names, strict=True):
+            client.sendLine(b"/nick " + name)
+        await waitUntil(lambda: factory.room.members == ["ann", "ben", "cat"])
+        for round in range(20):
+            for client, name in zip(clients, names, strict=True):
+                client.sendLine(b"%s says %d" % (name, round))
+        expected = {
+            name: [
+                b"<%s> %s says %d" % (other, other, round)
+                for round in range(20)
+                for other in names
+                if other != name
+            ]
+            for name in names
+        }
+
+        def said(client: Collector) -> list[bytes]:
+            return [line for line in client.lines if line.startswith(b"<")]
+
+        await waitUntil(lambda: all(len(said(c)) == 40 for c in clients))
+        for client, name in zip(clients, names, strict=True):
+            got = said(client)
+            for other in names:
+                if other != name:
+                    prefix = b"<%s>" % other
+                    self.assertEqual(
+                        [line for line in got if line.startswith(prefix)],
+                        [line for line in expected[name] if line.startswith(prefix)],
+                    )
+
+    async def test_slowConsumerDroppedOthersFlow(self) -> None:
+        """
+        A client that never reads is dropped with C{ERROR too slow} once
+        more than C{maxPendingBytes} wait for it, the server holding little
+        more than that for it meanwhile; the other clients get every line.
+        """
+        limit = 64 * 1024
+        factory = ChatFactory(maxPendingBytes=limit)
+        server = startServer(self, factory)
+        talker, listener = Collector(), Collector()
+        await connectProtocol(server.endpoint(), talker)
+        await connectProtocol(server.endpoint(), listener)
+        slow = StubbornClient(b"")
+        await connectProtocol(server.endpoint(), slow)
+        await waitUntil(lambda: len(factory.room.members) == 3)
+        slowPort = slow.transport.getHost().port
+        [slowProtocol] = [
+            p for p in factory.connections if p.peer.endswith(f":{slowPort}")
+        ]
+        # Small kernel buffers on both ends, as on a slow link: otherwise
+        # loopback's buffers swallow megabytes before the server notices.
+        server = slowProtocol.transport.getHandle()  # type: ignore[attr-defined]
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        client = slow.transport.getHandle()  # type: ignore[attr-defined]
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        count = 4000
+        peak = 0
+        for batch in range(0, count, 200):
+            for i in range(batch, batch + 200):
+                talker.sendLine(b"x" * 100 + b" %d" % i)
+            await deferLater(reactor, 0.005)
+            if not slowProtocol.disconnected:
+                peak = max(
+                    peak, serverBuffered(slowProtocol) + slowProtocol._queuedBytes
+                )
+
+        def heard() -> int:
+            return len([x for x in listener.lines if x.startswith(b"<")])
+
+        await waitUntil(lambda: heard() == count)
+        await waitUntil(lambda: factory.stats.tooSlow == 1)
+        self.assertLess(peak, 2 * limit + 64 * 1024)
+        self.assertEqual(len(factory.room.members), 2)
+        slow.startReading()
+        received = await slow.done
+        self.assertTrue(received.endswith(b"ERROR too slow\n"), received[-60:])
