@@ -15,6 +15,7 @@ from tcpcomm.echo import EchoFactory, EchoProtocol
 from tcpcomm.framing import LineFramer
 from tcpcomm.line import LineFactory, LineProtocol, echoLine
 from tcpcomm.lineclient import LineClient, ReconnectingLineClient
+from tcpcomm.relay import RelayFactory, RelayProtocol
 from tcpcomm.stats import ServerStats
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "LineFramer",
     "LineProtocol",
     "ReconnectingLineClient",
+    "RelayFactory",
+    "RelayProtocol",
     "ServerStats",
     "__version__",
     "echoLine",

@@ -23,14 +23,12 @@ from twisted.python.failure import Failure
 
 from tcpcomm.chatroom import ChatRoom
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
-from tcpcomm.line import HandlerResult, LineFactory, LineProtocol
-
-DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
-"""
-How many bytes of others' lines may wait for a slow chat client.
-"""
-
-TOO_SLOW = b"ERROR too slow"
+from tcpcomm.line import (
+    DEFAULT_MAX_PENDING_BYTES,
+    HandlerResult,
+    LineFactory,
+    LineProtocol,
+)
 
 
 class ChatProtocol(LineProtocol):
@@ -94,7 +92,7 @@ class ChatProtocol(LineProtocol):
         Too slow to read the room: leave it at once, say so, and close.
         """
         self._leave()
-        self._closeWith(TOO_SLOW)
+        super().tooSlow()
 
     def _leave(self) -> None:
         if self._joined:

@@ -45,6 +45,13 @@ server stops reading more lines from it.
 INTERNAL_ERROR = b"ERROR internal error"
 HANDLER_TIMEOUT = b"ERROR handler timed out"
 IDLE_TIMEOUT = b"ERROR idle timeout"
+TOO_SLOW = b"ERROR too slow"
+
+DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
+"""
+How many bytes of unasked lines (L{ConnectionProtocol.sendUnasked}) the
+chat and relay modes let wait for a slow client by default.
+"""
 
 
 def echoLine(line: bytes) -> bytes:
@@ -363,6 +370,13 @@ class LineProtocol(ConnectionProtocol):
         """
         self.send(b"ERROR " + reason.encode() + self._delimiter)
         self.lingeringClose()
+
+    def tooSlow(self) -> None:
+        """
+        Too slow to read what L{sendUnasked} has for it: after the replies
+        already due, say C{ERROR too slow} and close.
+        """
+        self._closeWith(TOO_SLOW)
 
     def idleTimedOut(self) -> None:
         """

@@ -20,7 +20,8 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tcpcomm.chat import DEFAULT_MAX_PENDING_BYTES, ChatFactory
+from tcpcomm.chat import ChatFactory
+from tcpcomm.client import clientEndpoint
 from tcpcomm.connection import ConnectionFactory
 from tcpcomm.echo import EchoFactory
 from tcpcomm.endpoints import (
@@ -29,9 +30,16 @@ from tcpcomm.endpoints import (
     serverEndpointDescription,
 )
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
-from tcpcomm.line import DELIMITERS, Handler, LineFactory, echoLine
+from tcpcomm.line import (
+    DEFAULT_MAX_PENDING_BYTES,
+    DELIMITERS,
+    Handler,
+    LineFactory,
+    echoLine,
+)
+from tcpcomm.relay import DEFAULT_QUEUE_LIMIT, RelayFactory
 
-PROTOCOLS = ("line", "echo", "chat")
+PROTOCOLS = ("line", "echo", "chat", "relay")
 
 
 def loadHandler(spec: str, directory: str | None = None) -> Handler:
@@ -127,13 +135,23 @@ class Options(usage.Options):
         " name one."
     )
 
+    optFlags: ClassVar[list[list[Any]]] = [
+        [
+            "tag",
+            None,
+            "Relay mode: prefix each line with the sender's address, and send"
+            " lines back only to the client their tag names.",
+        ],
+    ]
+
     optParameters: ClassVar[list[list[Any]]] = [
         [
             "protocol",
             None,
             "line",
             "What to serve: line (each line answered by the handler), echo"
-            " (every byte back), chat (each line to every other client).",
+            " (every byte back), chat (each line to every other client), relay"
+            " (each line to the --upstream server).",
         ],
         [
             "handler",
@@ -188,9 +206,25 @@ class Options(usage.Options):
             "max-pending-bytes",
             None,
             DEFAULT_MAX_PENDING_BYTES,
-            "Chat mode: how many bytes of others' lines may wait for a client"
-            " that reads slowly before it is dropped with ERROR too slow.",
+            "Chat and relay modes: how many bytes of lines the client did not"
+            " ask for may wait for a client that reads slowly before it is"
+            " dropped with ERROR too slow.",
             _positiveInt,
+        ],
+        [
+            "upstream",
+            None,
+            None,
+            "Relay mode: the server to forward lines to, as HOST:PORT or a"
+            " Twisted client endpoint (tls:host:port, unix:path=...).",
+        ],
+        [
+            "queue-limit",
+            None,
+            DEFAULT_QUEUE_LIMIT,
+            "Relay mode: how many lines may wait while the upstream is down;"
+            " beyond it a sender gets ERROR upstream unavailable.",
+            _nonNegativeInt,
         ],
         [
             "shutdown-timeout",
@@ -265,6 +299,19 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"unknown delimiter {self['delimiter']!r}: choose lf or crlf"
             )
+        if protocol == "relay":
+            if self["upstream"] is None:
+                raise usage.UsageError("--protocol relay needs --upstream HOST:PORT")
+            from twisted.internet import reactor
+
+            try:
+                self["upstreamEndpoint"] = clientEndpoint(reactor, self["upstream"])
+            except ValueError as e:
+                raise usage.UsageError(f"--upstream: {e}") from None
+        elif self["upstream"] is not None or self["tag"]:
+            raise usage.UsageError(
+                "--upstream and --tag apply to --protocol relay only"
+            )
         if self["handler"] is not None:
             if protocol != "line":
                 raise usage.UsageError("--handler applies to --protocol line only")
@@ -302,6 +349,21 @@ def makeFactory(config: usage.Options) -> ConnectionFactory:
     }
     if config["protocol"] == "echo":
         return EchoFactory(**common)
+    if config["protocol"] == "relay":
+        upstream = config.get("upstreamEndpoint")
+        if upstream is None:
+            from twisted.internet import reactor
+
+            upstream = clientEndpoint(reactor, config["upstream"])
+        return RelayFactory(
+            upstream,
+            tag=config["tag"],
+            queueLimit=config["queue-limit"],
+            delimiter=DELIMITERS[config["delimiter"]],
+            maxLineLength=config["max-line-length"],
+            maxPendingBytes=config["max-pending-bytes"],
+            **common,
+        )
     if config["protocol"] == "chat":
         return ChatFactory(
             delimiter=DELIMITERS[config["delimiter"]],

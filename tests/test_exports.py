@@ -41,6 +41,8 @@ class ExportsTests(SynchronousTestCase):
                 "LineFramer",
                 "LineProtocol",
                 "ReconnectingLineClient",
+                "RelayFactory",
+                "RelayProtocol",
                 "ServerStats",
                 "__version__",
                 "echoLine",

@@ -253,7 +253,7 @@ class OptionsTests(SynchronousTestCase):
         """
         message = usageError(self, ["--protocol", "foo"])
         self.assertEqual(
-            message, "unknown protocol 'foo': choose one of line, echo, chat"
+            message, "unknown protocol 'foo': choose one of line, echo, chat, relay"
         )
 
     def test_unknownDelimiter(self) -> None:
@@ -339,6 +339,28 @@ class OptionsTests(SynchronousTestCase):
             "handler 'os:sep' is not callable",
         )
 
+    def test_relayNeedsUpstream(self) -> None:
+        """
+        Relay mode without C{--upstream} is refused, saying what is missing.
+        """
+        message = usageError(self, ["--protocol", "relay"])
+        self.assertEqual(message, "--protocol relay needs --upstream HOST:PORT")
+
+    def test_upstreamOnlyForRelay(self) -> None:
+        """
+        C{--upstream} and C{--tag} with another protocol are refused.
+        """
+        for args in (["--upstream", "localhost:9"], ["--tag"]):
+            message = usageError(self, args)
+            self.assertIn("apply to --protocol relay only", message)
+
+    def test_badUpstream(self) -> None:
+        """
+        An upstream that is no endpoint is refused, naming it.
+        """
+        message = usageError(self, ["--protocol", "relay", "--upstream", "bogus:x"])
+        self.assertIn("--upstream: bad endpoint 'bogus:x'", message)
+
     def test_handlerWithEcho(self) -> None:
         """
         C{--handler} with C{--protocol echo} is refused.
@@ -410,7 +432,7 @@ class SubcommandTests(SynchronousTestCase):
         self.assertEqual(
             message,
             "twistd tcpcomm: error: unknown protocol 'foo':"
-            " choose one of line, echo, chat",
+            " choose one of line, echo, chat, relay",
         )
 
     def test_everyMistakeIsOneLine(self) -> None:
@@ -648,6 +670,49 @@ class LiveServiceTests(TestCase):
         speaker.transport.loseConnection()
         listener.transport.loseConnection()
         await waitUntil(lambda: factory.stats.connectionsOpen == 0)
+
+    async def test_relayMode(self) -> None:
+        """
+        In relay mode, with C{--tag}, a client's lines reach the upstream
+        server prefixed with the client's address, and the upstream's
+        answers come back to that client.
+        """
+        from twisted.internet.endpoints import connectProtocol
+
+        from tcpcomm.testing import startServer
+        from tests.test_chat import Collector
+        from tests.test_line import waitUntil
+
+        heard: list[bytes] = []
+
+        def upstreamHandler(line: bytes) -> bytes:
+            heard.append(line)
+            tag, _, text = line.partition(b" ")
+            return tag + b" got " + text
+
+        upstream = startServer(self, LineFactory(upstreamHandler))
+        options = parse(
+            self,
+            [
+                "-p",
+                LOOPBACK_PORT,
+                "--protocol",
+                "relay",
+                "--tag",
+                "--upstream",
+                f"127.0.0.1:{upstream.port}",
+            ],
+        )
+        service = makeService(options)
+        [port] = startRecorded(self, service)
+        client = Collector()
+        await connectProtocol(loopback(port), client)
+        client.sendLine(b"one")
+        client.sendLine(b"two")
+        await waitUntil(lambda: client.lines == [b"got one", b"got two"])
+        self.assertEqual([line.split(b" ", 1)[1] for line in heard], [b"one", b"two"])
+        self.assertTrue(heard[0].startswith(b"127.0.0.1:"))
+        client.transport.loseConnection()
 
     async def test_severalPorts(self) -> None:
         """

@@ -1,0 +1,638 @@
+# -*- test-case-name: tests.test_relay -*-
+"""
+Relay mode: many local clients, one persistent connection upstream.
+
+Each line a client sends is forwarded to the upstream server over one
+connection (Twisted's L{ClientService}: reconnecting with backoff), as
+C{TAG SP line} when tagging, C{TAG} being the sender's address
+(C{127.0.0.1:5555}, C{[::1]:5555}; see L{addressTag}).  Each line the
+upstream sends goes to every connected client or, when tagging, to the
+client its tag names, without the tag.
+
+What the relay promises:
+
+  - Lines go upstream in the order the relay read them, all clients
+    together.
+  - While the upstream is down, or not reading fast enough, lines wait in
+    one queue, in order, up to C{queueLimit} lines; they go, before any
+    newer line, as soon as it can take them.  A line that finds the queue
+    full gets C{ERROR upstream unavailable} in its place among its sender's
+    replies; it is counted, and logged at most once a second: no refused
+    line goes unnoticed.
+  - At most once for lines in flight: a line handed to a connection that
+    then drops may be lost (in Twisted's buffer or the kernel's); it is not
+    sent again, since the upstream may have acted on it.  A line queued while
+    the upstream was down is sent once, in order, on the next connection
+    (and so is lost only if that one drops too).  Over TLS, nothing is sent
+    before the handshake has checked the server's certificate.
+  - Tagging: a line from the upstream whose tag names no connected client,
+    or that has no tag, is dropped, counted (C{undeliverable}) and logged at
+    most once a second: it is not sent to everyone, as it may be meant for
+    one client only.
+  - Memory is bounded.  Towards the upstream: the queue, plus the upstream
+    connection's buffer (about 64 KiB, plus one flush of the queue); while
+    that buffer is full, reading from every client pauses, so lines wait in
+    the clients' sockets, not here.  Towards a client: lines from the
+    upstream are sent with L{ConnectionProtocol.sendUnasked}, so a client
+    that does not read is closed with C{ERROR too slow} once more than
+    C{maxPendingBytes} wait for it beyond its socket buffer, and neither the
+    relay nor the other clients ever wait for it.
+  - Stopping: the upstream connection starts with the factory (first port
+    listening) and stops once the factory has stopped (last port closed) and
+    its last client has gone; L{RelayFactory.shutDown} waits for that.  Lines
+    still queued then are sent if the upstream is connected, and dropped,
+    counted and logged if it is not.  The upstream then gets
+    L{UPSTREAM_CLOSE_TIMEOUT} seconds to take what was written before its
+    connection is aborted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from twisted.application.internet import ClientService
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tcpcomm.client import describeEndpoint, describeFailure, isTLS
+from tcpcomm.connection import ConnectionProtocol, IFlowControlledTransport
+from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
+from tcpcomm.line import (
+    DEFAULT_MAX_PENDING_BYTES,
+    TOO_SLOW,
+    LineFactory,
+    LineProtocol,
+)
+from tcpcomm.lineclient import LineClient
+from tcpcomm.relayqueue import (
+    Disposition,
+    LogThrottle,
+    RelayQueue,
+    RelayStats,
+    addressTag,
+    tagLine,
+    untagLine,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PENDING_BYTES",
+    "DEFAULT_QUEUE_LIMIT",
+    "TOO_SLOW",
+    "UPSTREAM_CLOSE_TIMEOUT",
+    "UPSTREAM_UNAVAILABLE",
+    "RelayFactory",
+    "RelayProtocol",
+]
+
+DEFAULT_QUEUE_LIMIT = 10000
+"""
+How many lines may wait for the upstream by default.
+"""
+
+UPSTREAM_CLOSE_TIMEOUT = 5.0
+"""
+Seconds a stopping relay gives its upstream connection to take the lines
+already written before aborting it.
+"""
+
+TAG_ROOM = 512
+"""
+How much longer than C{maxLineLength} a line from the upstream may be when
+tagging, for its tag.
+"""
+
+UPSTREAM_UNAVAILABLE = b"ERROR upstream unavailable"
+
+
+class RelayProtocol(LineProtocol):
+    """
+    A local client of the relay: its lines go upstream, and it gets
+    C{ERROR upstream unavailable} for each line the relay cannot take.
+    """
+
+    factory: RelayFactory
+    _tag: bytes | None = None
+
+    @property
+    def tag(self) -> bytes:
+        """
+        This client's tag: its address (see L{addressTag}).
+        """
+        if self._tag is None:
+            self._tag = addressTag(self.peer)
+        return self._tag
+
+    def lineReceived(self, line: bytes) -> bytes | None:
+        """
+        Hand C{line} to the relay.
+
+        @return: C{None}, or C{ERROR upstream unavailable} if it was refused.
+        """
+        return self.factory.relayLine(self, line)
+
+    def isBusy(self) -> bool:
+        """
+        Also busy while the relay holds reading for a slow upstream: a client
+        held back is not idle.
+        """
+        return super().isBusy() or self.factory.holdingClients
+
+
+@implementer(IPushProducer, IHandshakeListener)
+class _UpstreamClient(LineClient):
+    """
+    The relay's side of one upstream connection: tells the relay when the
+    connection is ready (over TLS: once the handshake is done, so that no
+    line goes to a server whose certificate fails), when it goes, and when
+    it cannot take more (as a producer registered on its own transport).
+    """
+
+    transport: IFlowControlledTransport
+
+    def __init__(self, relay: RelayFactory) -> None:
+        extra = TAG_ROOM if relay.tag else 0
+        super().__init__(
+            delimiter=relay.delimiter,
+            maxLineLength=relay.maxLineLength + extra,
+            onLine=relay._fromUpstream,
+        )
+        self._relay = relay
+        self._producing = False
+        self._ready = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.registerProducer(self, True)
+        self._producing = True
+        if not isTLS(self.transport):
+            self._becomeReady()
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done and the certificate checked.
+        """
+        self._becomeReady()
+
+    def _becomeReady(self) -> None:
+        if not self._ready and not self.lost:
+            self._ready = True
+            self._relay._upstreamUp(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self.lost:
+            # A line over the limit: LineClient aborted the connection.
+            self._relay._upstreamDown(
+                self, f"a line from {self._relay._where} was too long"
+            )
+
+    def readConnectionLost(self) -> None:
+        """
+        The upstream closed its side: take no more lines on this connection.
+        """
+        self._relay._upstreamDown(self, f"{self._relay._where} closed the connection")
+        self.unregister()
+        super().readConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._ready:
+            problem = describeFailure(reason, self._relay._where, None, True)
+            self._relay._upstreamDown(self, str(problem))
+        else:
+            # Lost before it was ready: a failed TLS handshake.
+            self._relay._cannotConnect(reason)
+        super().connectionLost(reason)
+
+    def unregister(self) -> None:
+        """
+        Stop being the transport's producer, so that it can close even with
+        its buffer full (Twisted #5344).
+        """
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self._relay._upstreamFull(self, True)
+
+    def resumeProducing(self) -> None:
+        self._relay._upstreamFull(self, False)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """
+    An endpoint that tells the relay why each connection attempt failed
+    (the L{ClientService} only says when it retries).
+    """
+
+    def __init__(self, relay: RelayFactory) -> None:
+        self._wrappedEndpoint = relay.upstream
+        self._relay = relay
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        def failed(failure: Failure) -> Failure:
+            self._relay._cannotConnect(failure)
+            return failure
+
+        connecting: Deferred[IProtocol] = self._wrappedEndpoint.connect(protocolFactory)
+        return connecting.addErrback(failed)
+
+    def __repr__(self) -> str:
+        return f"<upstream {self._relay._where}>"
+
+
+class RelayFactory(LineFactory):
+    """
+    Build L{RelayProtocol}s that share one upstream connection.
+
+    The connection starts with the factory (L{startFactory}, when Twisted
+    starts its first port) and stops once the factory has stopped and its
+    last client has gone, so embedding needs nothing more.  See
+    L{tcpcomm.relay} for what the relay promises.
+
+    @ivar upstream: Where the upstream server is.
+    @ivar tag: Whether lines carry their sender's address both ways.
+    @ivar relayStats: The relay's counters (forwarded, queued, refused,
+        dropped, received, delivered, undeliverable); C{stats} has the
+        usual server counters.
+    """
+
+    protocol = RelayProtocol
+    _log: ClassVar[Logger] = Logger()
+
+    def __init__(
+        self,
+        upstream: IStreamClientEndpoint,
+        *,
+        tag: bool = False,
+        queueLimit: int = DEFAULT_QUEUE_LIMIT,
+        retryPolicy: Callable[[int], float] | None = None,
+        clock: IReactorTime | None = None,
+        delimiter: bytes = b"\n",
+        maxLineLength: int = DEFAULT_MAX_LINE_LENGTH,
+        maxPendingBytes: int = DEFAULT_MAX_PENDING_BYTES,
+        idleTimeout: float | None = None,
+        maxConnections: int | None = None,
+        maxConnectionsPerHost: int | None = None,
+    ) -> None:
+        """
+        @param upstream: See L{upstream}.
+        @param tag: See L{tag}.
+        @param queueLimit: The most lines that may wait for the upstream
+            (0: refuse every line while it is unavailable).
+        @param retryPolicy: Seconds to wait before the Nth reconnection
+            attempt (default: 1 s growing to 60 s, with jitter; see
+            L{twisted.application.internet.backoffPolicy}).
+        @param clock: The clock for timers and retries (the reactor by
+            default).
+        @param delimiter: What lines end with, both ways: C{b"\\n"} or
+            C{b"\\r\\n"}.
+        @param maxLineLength: The longest line accepted from a client; lines
+            from the upstream may be L{TAG_ROOM} bytes longer when tagging.
+        @param maxPendingBytes: How many bytes from the upstream may wait
+            for a slow client before it is closed with C{ERROR too slow}.
+        @raise ValueError: If C{queueLimit} is negative, or as
+            L{LineFactory} says.
+        """
+        super().__init__(
+            delimiter=delimiter,
+            maxLineLength=maxLineLength,
+            clock=clock,
+            idleTimeout=idleTimeout,
+            maxConnections=maxConnections,
+            maxConnectionsPerHost=maxConnectionsPerHost,
+            maxPendingBytes=maxPendingBytes,
+        )
+        self.upstream = upstream
+        self.tag = tag
+        self.relayStats = RelayStats()
+        self._queue = RelayQueue(queueLimit, self.relayStats)
+        self._retryPolicy = retryPolicy
+        self._where = describeEndpoint(upstream)
+        self._byTag: dict[bytes, RelayProtocol] = {}
+        self._service: ClientService | None = None
+        self._client: _UpstreamClient | None = None
+        self._holding = False
+        self._stopWanted = False
+        self._stopping = False
+        self._stopWaiters: list[Deferred[None]] = []
+        self._refusals = LogThrottle()
+        self._strays = LogThrottle()
+
+    # What there is to observe.
+
+    @property
+    def upstreamConnected(self) -> bool:
+        """
+        Whether the relay is connected to the upstream now.
+        """
+        return self._client is not None
+
+    @property
+    def queuedLines(self) -> int:
+        """
+        How many lines wait for the upstream now.
+        """
+        return len(self._queue)
+
+    @property
+    def queueLimit(self) -> int:
+        """
+        The most lines that may wait for the upstream.
+        """
+        return self._queue.limit
+
+    @property
+    def holdingClients(self) -> bool:
+        """
+        Whether reading from clients is paused because the upstream
+        connection's buffer is full.
+        """
+        return self._holding
+
+    # Lines from clients to the upstream.
+
+    def relayLine(self, sender: RelayProtocol, line: bytes) -> bytes | None:
+        """
+        Forward, queue or refuse a line from C{sender}.
+
+        @return: C{None}, or the C{ERROR} line for C{sender} if refused.
+        """
+        if self.tag:
+            line = tagLine(sender.tag, line)
+        disposition = self._queue.offer(line)
+        if disposition is Disposition.SEND:
+            assert self._client is not None
+            self._client.sendLine(line)
+        elif disposition is Disposition.REFUSED:
+            count = self._refusals.note(self.clock.seconds())
+            if count:
+                self._log.warn(
+                    "Upstream {upstream} unavailable and {limit} lines queued:"
+                    " refused {count} line(s)",
+                    upstream=self._where,
+                    limit=self._queue.limit,
+                    count=count,
+                )
+            return UPSTREAM_UNAVAILABLE
+        return None
+
+    def _send(self, client: _UpstreamClient, lines: list[bytes]) -> None:
+        """
+        Write C{lines} to the upstream in one write.
+        """
+        if lines:
+            client.sendLine(self.delimiter.join(lines))
+
+    # Lines from the upstream to clients.
+
+    def _fromUpstream(self, line: bytes) -> None:
+        """
+        Send a line from the upstream to every client, or to the one its tag
+        names.
+        """
+        stats = self.relayStats
+        stats.received += 1
+        if not self.tag:
+            data = line + self.delimiter
+            for protocol in list(self.connections):
+                if not protocol.closing:
+                    protocol.sendUnasked(data)
+                    stats.delivered += 1
+            return
+        tagged = untagLine(line)
+        target = None if tagged is None else self._byTag.get(tagged[0])
+        if tagged is None or target is None or target.closing:
+            stats.undeliverable += 1
+            count = self._strays.note(self.clock.seconds())
+            if count:
+                self._log.warn(
+                    "Dropped {count} line(s) from upstream {upstream} naming no"
+                    " connected client, such as {line!r}",
+                    count=count,
+                    upstream=self._where,
+                    line=line[:80],
+                )
+            return
+        target.sendUnasked(tagged[1] + self.delimiter)
+        stats.delivered += 1
+
+    # The upstream connection's state.
+
+    def _upstreamUp(self, client: _UpstreamClient) -> None:
+        self._client = client
+        waiting = self._queue.open()
+        self._log.info(
+            "Connected to upstream {upstream}; sending {count} queued line(s)",
+            upstream=self._where,
+            count=len(waiting),
+        )
+        self._send(client, waiting)
+
+    def _upstreamDown(self, client: _UpstreamClient, why: str) -> None:
+        if client is not self._client:
+            return
+        self._client = None
+        self._queue.close()
+        self._holdClients(False)
+        self._log.warn(
+            "Lost upstream: {why}; queueing up to {limit} lines until it is back",
+            upstream=self._where,
+            why=why,
+            limit=self._queue.limit,
+        )
+
+    def _cannotConnect(self, failure: Failure) -> None:
+        """
+        Log why a connection attempt failed, unless it was given up because
+        the relay is stopping.
+        """
+        if self._service is None or failure.check(
+            CancelledError, ConnectingCancelledError
+        ):
+            return
+        self._log.warn(
+            "Cannot connect to upstream: {problem}",
+            problem=str(describeFailure(failure, self._where, None, False)),
+        )
+
+    def _upstreamFull(self, client: _UpstreamClient, full: bool) -> None:
+        """
+        The upstream connection's buffer filled (C{full}) or drained: queue
+        lines and hold clients, or send the queue and let clients go on.
+        """
+        if client is not self._client:
+            return
+        if full:
+            self._queue.close()
+            self._holdClients(True)
+            return
+        self._send(client, self._queue.open())
+        if self._queue.isOpen:
+            self._holdClients(False)
+
+    def _holdClients(self, hold: bool) -> None:
+        if hold == self._holding:
+            return
+        self._holding = hold
+        for protocol in self.connections:
+            if hold:
+                protocol.holdReading()
+            else:
+                protocol.releaseReading()
+
+    # Clients coming and going.
+
+    def connectionOpened(self, protocol: ConnectionProtocol) -> str | None:
+        """
+        Admit a client as L{LineFactory} does; know it by its tag, and hold
+        its reading if the upstream is not reading.
+        """
+        refusal = super().connectionOpened(protocol)
+        if refusal is None:
+            if isinstance(protocol, RelayProtocol):
+                self._byTag[protocol.tag] = protocol
+            if self._holding:
+                protocol.holdReading()
+        return refusal
+
+    def connectionClosed(self, protocol: ConnectionProtocol, reason: Failure) -> None:
+        """
+        Forget a client; if it was the last and the factory has stopped,
+        stop the upstream connection.
+        """
+        super().connectionClosed(protocol, reason)
+        if isinstance(protocol, RelayProtocol):
+            if self._byTag.get(protocol.tag) is protocol:
+                del self._byTag[protocol.tag]
+        self._stopWhenIdle()
+
+    # The upstream connection's lifetime.
+
+    def startFactory(self) -> None:
+        """
+        Start connecting to the upstream (Twisted calls this when the first
+        port starts listening).
+        """
+        self._stopWanted = False
+        if self._service is not None:
+            return
+        self._log.info(
+            "Relaying to {upstream} (tags: {tag}, queue limit {limit})",
+            upstream=self._where,
+            tag="on" if self.tag else "off",
+            limit=self._queue.limit,
+        )
+
+        def build() -> _UpstreamClient:
+            return _UpstreamClient(self)
+
+        protocolFactory = Factory.forProtocol(build)
+        protocolFactory.noisy = False
+        self._service = ClientService(
+            _ReportingEndpoint(self),
+            protocolFactory,
+            retryPolicy=self._retryPolicy,
+            clock=self.clock,
+        )
+        self._service.startService()
+
+    def stopFactory(self) -> None:
+        """
+        Stop the upstream connection once the last client has gone (Twisted
+        calls this when the last port stops listening).
+        """
+        self._stopWanted = True
+        self._stopWhenIdle()
+
+    def shutDown(self, timeout: float) -> Deferred[None]:
+        """
+        Let the clients finish as L{LineFactory} does; then, if the factory
+        has stopped, wait for the upstream connection to close too (at most
+        L{UPSTREAM_CLOSE_TIMEOUT} more seconds).
+        """
+
+        def upstream(_: None) -> Deferred[None] | None:
+            return self.whenUpstreamStopped() if self._stopWanted else None
+
+        return super().shutDown(timeout).addCallback(upstream)
+
+    def whenUpstreamStopped(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the upstream connection has stopped: at
+        once if it is not running.
+        """
+        if self._service is None and not self._stopping:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._stopWaiters.append(waiter)
+        return waiter
+
+    def _stopWhenIdle(self) -> None:
+        if self._stopWanted and not self.connections and self._service is not None:
+            self._stopUpstream()
+
+    def _stopUpstream(self) -> None:
+        """
+        Send what is queued if connected, else drop it; close the upstream
+        connection, aborting it after L{UPSTREAM_CLOSE_TIMEOUT}.
+        """
+        service, self._service = self._service, None
+        assert service is not None
+        client, self._client = self._client, None
+        self._holdClients(False)
+        if client is not None:
+            self._send(client, self._queue.open())
+            client.unregister()
+        self._queue.close()
+        dropped = self._queue.drop()
+        if dropped:
+            self._log.warn(
+                "Relay stopped with no connection to {upstream}: dropped"
+                " {count} queued line(s)",
+                upstream=self._where,
+                count=dropped,
+            )
+        self._stopping = True
+        backstop: IDelayedCall | None = None
+        if client is not None:
+            backstop = self.clock.callLater(
+                UPSTREAM_CLOSE_TIMEOUT, self._abortUpstream, client
+            )
+
+        def stopped(result: object) -> None:
+            if backstop is not None and backstop.active():
+                backstop.cancel()
+            self._stopping = False
+            waiters, self._stopWaiters = self._stopWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+        service.stopService().addBoth(stopped)
+
+    def _abortUpstream(self, client: _UpstreamClient) -> None:
+        self._log.warn(
+            "Upstream {upstream} did not take the last lines within {timeout} s;"
+            " aborting",
+            upstream=self._where,
+            timeout=UPSTREAM_CLOSE_TIMEOUT,
+        )
+        client.transport.abortConnection()

@@ -1,0 +1,1091 @@
+"""
+Tests for L{tcpcomm.relay} and L{tcpcomm.relayqueue}: the pure queue, tag
+and throttle helpers; the relay on in-memory transports with a fake upstream
+endpoint and a fake clock; and relay and upstream on real loopback sockets.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.error import (
+    ConnectingCancelledError,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+import tcpcomm.relayqueue
+from tcpcomm.certificates import CertificateAuthority, makeCertificateAuthority
+from tcpcomm.client import clientEndpoint
+from tcpcomm.line import LineFactory
+from tcpcomm.lineclient import LineClient
+from tcpcomm.relay import (
+    TOO_SLOW,
+    UPSTREAM_CLOSE_TIMEOUT,
+    UPSTREAM_UNAVAILABLE,
+    RelayFactory,
+    RelayProtocol,
+)
+from tcpcomm.relayqueue import (
+    Disposition,
+    LogThrottle,
+    RelayQueue,
+    addressTag,
+    tagLine,
+    untagLine,
+)
+from tcpcomm.testing import LoopbackServer, startServer
+from tests.test_line import HalfCloseableStringTransport, LogCapture, waitUntil
+
+ERROR = UPSTREAM_UNAVAILABLE + b"\n"
+
+
+class RelayQueueTests(SynchronousTestCase):
+    """
+    L{RelayQueue}: what goes upstream now, what waits, what is refused.
+    """
+
+    def test_openSendsAtOnce(self) -> None:
+        """
+        While open, every line is to be sent at once and counted forwarded.
+        """
+        queue = RelayQueue(2)
+        queue.open()
+        self.assertEqual(
+            [queue.offer(b"a"), queue.offer(b"b"), queue.offer(b"c")],
+            [Disposition.SEND] * 3,
+        )
+        self.assertEqual(len(queue), 0)
+        self.assertEqual(queue.stats.forwarded, 3)
+
+    def test_closedQueuesInOrder(self) -> None:
+        """
+        While closed, lines wait; opening hands them back oldest first and
+        counts them forwarded.
+        """
+        queue = RelayQueue(10)
+        for line in (b"1", b"2", b"3"):
+            self.assertIs(queue.offer(line), Disposition.QUEUED)
+        self.assertEqual(len(queue), 3)
+        self.assertEqual(queue.open(), [b"1", b"2", b"3"])
+        self.assertEqual(len(queue), 0)
+        self.assertEqual((queue.stats.queued, queue.stats.forwarded), (3, 3))
+
+    def test_fullRefuses(self) -> None:
+        """
+        Beyond the limit a line is refused and counted; the waiting lines
+        are kept.
+        """
+        queue = RelayQueue(2)
+        dispositions = [queue.offer(b"%d" % i) for i in range(4)]
+        self.assertEqual(
+            dispositions, [Disposition.QUEUED] * 2 + [Disposition.REFUSED] * 2
+        )
+        self.assertEqual(queue.stats.refused, 2)
+        self.assertEqual(queue.open(), [b"0", b"1"])
+
+    def test_closeQueuesAgain(self) -> None:
+        """
+        After C{close}, lines wait again.
+        """
+        queue = RelayQueue(5)
+        queue.open()
+        queue.close()
+        self.assertIs(queue.offer(b"x"), Disposition.QUEUED)
+
+    def test_zeroLimitRefusesWhileClosed(self) -> None:
+        """
+        With limit 0 nothing waits: every line is refused while closed.
+        """
+        queue = RelayQueue(0)
+        self.assertIs(queue.offer(b"x"), Disposition.REFUSED)
+        queue.open()
+        self.assertIs(queue.offer(b"y"), Disposition.SEND)
+
+    def test_dropCounts(self) -> None:
+        """
+        C{drop} empties the queue and counts what it threw away.
+        """
+        queue = RelayQueue(5)
+        queue.offer(b"a")
+        queue.offer(b"b")
+        self.assertEqual(queue.drop(), 2)
+        self.assertEqual((len(queue), queue.stats.dropped), (0, 2))
+
+    def test_negativeLimitRejected(self) -> None:
+        """
+        A negative limit is refused at construction.
+        """
+        self.assertRaises(ValueError, RelayQueue, -1)
+
+
+class TagTests(SynchronousTestCase):
+    """
+    Putting a sender's address on a line and taking it off.
+    """
+
+    def test_tagLine(self) -> None:
+        """
+        A tagged line is the tag, one space, and the line.
+        """
+        self.assertEqual(
+            tagLine(b"127.0.0.1:5555", b"hi there"), b"127.0.0.1:5555 hi there"
+        )
+
+    def test_untagLine(self) -> None:
+        """
+        The tag ends at the first space; the rest may hold more spaces or be
+        empty.
+        """
+        self.assertEqual(untagLine(b"[::1]:5 a b"), (b"[::1]:5", b"a b"))
+        self.assertEqual(untagLine(b"1.2.3.4:5 "), (b"1.2.3.4:5", b""))
+
+    def test_noTag(self) -> None:
+        """
+        A line without a space, or starting with one, has no tag.
+        """
+        self.assertIsNone(untagLine(b"untagged"))
+        self.assertIsNone(untagLine(b" leading space"))
+        self.assertIsNone(untagLine(b""))
+
+    def test_addressTagOfIPAddresses(self) -> None:
+        """
+        IP addresses are tags as they are written.
+        """
+        self.assertEqual(addressTag("127.0.0.1:5555"), b"127.0.0.1:5555")
+        self.assertEqual(addressTag("[::1]:5555"), b"[::1]:5555")
+
+    def test_addressTagEscapes(self) -> None:
+        """
+        Spaces, control bytes and C{%} are escaped, so a tag never holds the
+        separator or a line end, and different addresses keep different tags.
+        """
+        self.assertEqual(addressTag("unix:/run/my sock#3"), b"unix:/run/my%20sock#3")
+        self.assertEqual(addressTag("unix:/a\nb%20#1"), b"unix:/a%0Ab%2520#1")
+        self.assertNotEqual(addressTag("a b"), addressTag("a%20b"))
+
+    def test_roundTrip(self) -> None:
+        """
+        A tagged line splits back into the tag and the line.
+        """
+        tag = addressTag("unix:/tmp/x y#2")
+        self.assertEqual(untagLine(tagLine(tag, b"a b")), (tag, b"a b"))
+
+
+class LogThrottleTests(SynchronousTestCase):
+    """
+    L{LogThrottle}: at most one log line per interval, with a count.
+    """
+
+    def test_firstEventLogged(self) -> None:
+        """
+        The first event is logged at once, standing for itself.
+        """
+        self.assertEqual(LogThrottle().note(100.0), 1)
+
+    def test_heldBackEventsCounted(self) -> None:
+        """
+        Events within the interval are held back; the next log line counts
+        them with itself.
+        """
+        throttle = LogThrottle(1.0)
+        notes = [throttle.note(t) for t in (0.0, 0.2, 0.5, 0.9, 1.0, 1.5, 5.0)]
+        self.assertEqual(notes, [1, 0, 0, 0, 4, 0, 2])
+
+
+class PurityTests(SynchronousTestCase):
+    """
+    L{tcpcomm.relayqueue} stays free of Twisted and I/O.
+    """
+
+    def test_importsStandardLibraryOnly(self) -> None:
+        """
+        The module imports only from the standard library.
+        """
+        source = Path(tcpcomm.relayqueue.__file__).read_text(encoding="utf-8")
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+        self.assertEqual(
+            imported, {"__future__", "collections", "dataclasses", "enum", "re"}
+        )
+
+
+UPSTREAM_ADDRESS = IPv4Address("TCP", "192.0.2.99", 9000)
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """
+    An upstream endpoint in memory: each connection attempt waits until the
+    test accepts or refuses it.
+
+    @ivar attempts: Connection attempts not yet answered.
+    @ivar protocol: The protocol (as the connecting service wrapped it) on
+        the last connection accepted.
+    @ivar transport: The transport of the last connection accepted.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[IProtocolFactory, Deferred[IProtocol]]] = []
+        self.protocol: IProtocol | None = None
+        self.transport = HalfCloseableStringTransport()
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        def cancel(attempt: Deferred[IProtocol]) -> None:
+            # As HostnameEndpoint does.
+            attempt.errback(ConnectingCancelledError(UPSTREAM_ADDRESS))
+
+        attempt: Deferred[IProtocol] = Deferred(cancel)
+        self.attempts.append((protocolFactory, attempt))
+        return attempt
+
+    def accept(self) -> HalfCloseableStringTransport:
+        """
+        Connect the oldest attempt to a fresh in-memory transport.
+        """
+        factory, attempt = self.attempts.pop(0)
+        protocol = factory.buildProtocol(UPSTREAM_ADDRESS)
+        assert protocol is not None
+        transport = HalfCloseableStringTransport(peerAddress=UPSTREAM_ADDRESS)
+        protocol.makeConnection(transport)
+        self.protocol, self.transport = protocol, transport
+        attempt.callback(protocol)
+        return transport
+
+    def refuse(self) -> None:
+        """
+        Fail the oldest attempt as a refused connection.
+        """
+        _factory, attempt = self.attempts.pop(0)
+        attempt.errback(ConnectionRefusedError())
+
+    def drop(self) -> None:
+        """
+        Lose the last connection accepted, as a reset.
+        """
+        assert self.protocol is not None
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+
+    def send(self, data: bytes) -> None:
+        """
+        Deliver C{data} from the upstream on the last connection accepted.
+        """
+        assert self.protocol is not None
+        self.protocol.dataReceived(data)
+
+
+def startRelay(**kwargs: Any) -> tuple[RelayFactory, FakeEndpoint, Clock]:
+    """
+    A started L{RelayFactory} for a L{FakeEndpoint}, with a fake clock and a
+    1 s retry delay.
+    """
+    endpoint = FakeEndpoint()
+    clock = Clock()
+    factory = RelayFactory(
+        endpoint, clock=clock, retryPolicy=lambda attempt: 1.0, **kwargs
+    )
+    factory.doStart()
+    return factory, endpoint, clock
+
+
+def connectClient(
+    factory: RelayFactory, peer: IAddress | int = 1001
+) -> HalfCloseableStringTransport:
+    """
+    Connect a client to C{factory} on an in-memory transport; a number
+    C{peer} means port C{peer} of 192.0.2.7.
+    """
+    if isinstance(peer, int):
+        peer = IPv4Address("TCP", "192.0.2.7", peer)
+    protocol = factory.buildProtocol(peer)
+    assert isinstance(protocol, RelayProtocol)
+    transport = HalfCloseableStringTransport(
+        peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 8000)
+    )
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return transport
+
+
+def lose(transport: HalfCloseableStringTransport) -> None:
+    """
+    Tell the protocol on an in-memory transport that its connection is gone.
+    """
+    transport.protocol.connectionLost(Failure(ConnectionLost()))
+
+
+def logged(logs: LogCapture, text: str) -> list[str]:
+    """
+    The log lines captured so far that contain C{text}.
+    """
+    lines = [formatEvent(event) for event in logs.events]
+    return [line for line in lines if text in line]
+
+
+class RelayProtocolTests(SynchronousTestCase):
+    """
+    The relay on in-memory transports, with a fake upstream and clock.
+    """
+
+    def test_forwardsInArrivalOrder(self) -> None:
+        """
+        Lines from several clients go upstream untagged, in the order the
+        relay read them, and the clients get no reply.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        a, b, c = (connectClient(factory, port) for port in (1001, 1002, 1003))
+        a.protocol.dataReceived(b"a1\n")
+        b.protocol.dataReceived(b"b1\nb2\n")
+        c.protocol.dataReceived(b"c1\n")
+        a.protocol.dataReceived(b"a2\n")
+        self.assertEqual(upstream.value(), b"a1\nb1\nb2\nc1\na2\n")
+        self.assertEqual([t.value() for t in (a, b, c)], [b""] * 3)
+        self.assertEqual(factory.relayStats.forwarded, 5)
+
+    def test_tagsCarrySenderAddress(self) -> None:
+        """
+        With tagging, each line goes upstream as its sender's address
+        (IPv4 or IPv6), a space, and the line.
+        """
+        factory, endpoint, _clock = startRelay(tag=True)
+        upstream = endpoint.accept()
+        v4 = connectClient(factory, IPv4Address("TCP", "127.0.0.1", 5555))
+        v6 = connectClient(factory, IPv6Address("TCP", "::1", 5556))
+        v4.protocol.dataReceived(b"hello\n")
+        v6.protocol.dataReceived(b"hi there\r\n")
+        self.assertEqual(
+            upstream.value(), b"127.0.0.1:5555 hello\n[::1]:5556 hi there\n"
+        )
+
+    def test_unixPeerTag(self) -> None:
+        """
+        A UNIX socket client's tag is its connection's name, escaped, and
+        replies to that tag reach it.
+        """
+        factory, endpoint, _clock = startRelay(tag=True)
+        upstream = endpoint.accept()
+        protocol = factory.buildProtocol(UNIXAddress(None))
+        assert isinstance(protocol, RelayProtocol)
+        client = HalfCloseableStringTransport(
+            peerAddress=UNIXAddress(None), hostAddress=UNIXAddress(b"/run/my sock")
+        )
+        client.sessionno = 3  # type: ignore[attr-defined]
+        protocol.makeConnection(client)
+        protocol.dataReceived(b"x\n")
+        self.assertEqual(upstream.value(), b"unix:/run/my%20sock#3 x\n")
+        endpoint.send(b"unix:/run/my%20sock#3 back\n")
+        self.assertEqual(client.value(), b"back\n")
+
+    def test_queuedUntilConnectedThenSentFirst(self) -> None:
+        """
+        Lines read before the upstream connects wait, and go in order, before
+        any newer line, once it connects.
+        """
+        factory, endpoint, _clock = startRelay()
+        client = connectClient(factory)
+        client.protocol.dataReceived(b"1\n2\n3\n")
+        self.assertEqual(factory.queuedLines, 3)
+        self.assertFalse(factory.upstreamConnected)
+        upstream = endpoint.accept()
+        self.assertTrue(factory.upstreamConnected)
+        self.assertEqual(upstream.value(), b"1\n2\n3\n")
+        client.protocol.dataReceived(b"4\n")
+        self.assertEqual(upstream.value(), b"1\n2\n3\n4\n")
+        self.assertEqual(factory.queuedLines, 0)
+        self.assertEqual(client.value(), b"")
+        stats = factory.relayStats
+        self.assertEqual((stats.queued, stats.forwarded), (3, 4))
+
+    def test_overflowRefusedInPlace(self) -> None:
+        """
+        A line that finds the queue full gets C{ERROR upstream unavailable}
+        in its place among the client's replies; the queued lines go later,
+        in order.
+        """
+        factory, endpoint, _clock = startRelay(queueLimit=2)
+        client = connectClient(factory)
+        client.protocol.dataReceived(b"1\n2\n3\n")
+        self.assertEqual(client.value(), ERROR)
+        upstream = endpoint.accept()
+        self.assertEqual(upstream.value(), b"1\n2\n")
+        endpoint.send(b"re 1\nre 2\n")
+        endpoint.drop()
+        client.protocol.dataReceived(b"4\n5\n6\n")
+        self.assertEqual(client.value(), ERROR + b"re 1\nre 2\n" + ERROR)
+        self.assertFalse(client.disconnecting)
+        self.assertEqual(factory.relayStats.refused, 2)
+        self.assertEqual(factory.queuedLines, 2)
+
+    def test_refusalsLoggedOncePerSecond(self) -> None:
+        """
+        Refusals are logged at most once a second, with how many there were.
+        """
+        logs = LogCapture(self)
+        factory, _endpoint, clock = startRelay(queueLimit=0)
+        client = connectClient(factory)
+        client.protocol.dataReceived(b"x\n" * 100)
+        self.assertEqual(client.value(), ERROR * 100)
+        self.assertEqual(len(logged(logs, "refused")), 1)
+        clock.advance(1)
+        client.protocol.dataReceived(b"y\n")
+        [_first, second] = logged(logs, "refused")
+        self.assertIn("refused 100 line(s)", second)
+        self.assertEqual(factory.relayStats.refused, 101)
+
+    def test_repliesToEveryClientWithoutTag(self) -> None:
+        """
+        Without tagging, each line from the upstream goes to every client,
+        whole.
+        """
+        factory, endpoint, _clock = startRelay()
+        endpoint.accept()
+        clients = [connectClient(factory, port) for port in (1001, 1002, 1003)]
+        endpoint.send(b"news 1\n192.0.2.7:1001 not a tag here\n")
+        for client in clients:
+            self.assertEqual(client.value(), b"news 1\n192.0.2.7:1001 not a tag here\n")
+        stats = factory.relayStats
+        self.assertEqual((stats.received, stats.delivered), (2, 6))
+
+    def test_repliesRoutedByTag(self) -> None:
+        """
+        With tagging, a line from the upstream goes to the client its tag
+        names only, without the tag.
+        """
+        factory, endpoint, _clock = startRelay(tag=True)
+        endpoint.accept()
+        one, two = connectClient(factory, 1001), connectClient(factory, 1002)
+        endpoint.send(b"192.0.2.7:1002 for two\n192.0.2.7:1001 for one\n")
+        self.assertEqual(one.value(), b"for one\n")
+        self.assertEqual(two.value(), b"for two\n")
+
+    def test_strayRepliesDropped(self) -> None:
+        """
+        With tagging, a line from the upstream naming no connected client,
+        or no client at all, is dropped, counted, and logged at most once a
+        second.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, _clock = startRelay(tag=True)
+        endpoint.accept()
+        client = connectClient(factory, 1001)
+        gone = connectClient(factory, 1002)
+        lose(gone)
+        endpoint.send(b"192.0.2.7:1002 gone\n10.0.0.1:1 unknown\nno-tag-at-all\n")
+        self.assertEqual(client.value(), b"")
+        self.assertEqual(factory.relayStats.undeliverable, 3)
+        self.assertEqual(len(logged(logs, "naming no connected client")), 1)
+
+    def test_reconnectsAfterLoss(self) -> None:
+        """
+        When the upstream connection drops, lines wait and the relay retries
+        after the retry delay; the waiting lines go first on the new
+        connection.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, clock = startRelay()
+        first = endpoint.accept()
+        client = connectClient(factory)
+        client.protocol.dataReceived(b"1\n")
+        endpoint.drop()
+        self.assertFalse(factory.upstreamConnected)
+        self.assertEqual(len(logged(logs, "Lost upstream")), 1)
+        client.protocol.dataReceived(b"2\n3\n")
+        self.assertEqual(endpoint.attempts, [])
+        clock.advance(1.0)
+        second = endpoint.accept()
+        client.protocol.dataReceived(b"4\n")
+        self.assertEqual(first.value(), b"1\n")
+        self.assertEqual(second.value(), b"2\n3\n4\n")
+
+    def test_connectFailureLogged(self) -> None:
+        """
+        A failed connection attempt is logged with what went wrong, and
+        retried.
+        """
+        logs = LogCapture(self)
+        _factory, endpoint, clock = startRelay()
+        endpoint.refuse()
+        self.assertEqual(
+            len(logged(logs, "Cannot connect to upstream: connection refused")), 1
+        )
+        clock.advance(1.0)
+        self.assertEqual(len(endpoint.attempts), 1)
+
+    def test_upstreamHalfCloseStopsForwarding(self) -> None:
+        """
+        Once the upstream closes its side, no line goes to that connection:
+        they wait for the next.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        assert endpoint.protocol is not None
+        endpoint.protocol.readConnectionLost()  # type: ignore[attr-defined]
+        self.assertTrue(upstream.disconnecting)
+        self.assertIsNone(upstream.producer)
+        client.protocol.dataReceived(b"late\n")
+        self.assertEqual(upstream.value(), b"")
+        self.assertEqual(factory.queuedLines, 1)
+
+    def test_overlongUpstreamLineDropsConnection(self) -> None:
+        """
+        A line from the upstream over the limit aborts that connection, and
+        lines wait for the next.
+        """
+        factory, endpoint, _clock = startRelay(maxLineLength=8)
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        endpoint.send(b"x" * 9)
+        self.assertTrue(upstream.disconnecting)
+        self.assertFalse(factory.upstreamConnected)
+        client.protocol.dataReceived(b"a\n")
+        self.assertEqual(factory.queuedLines, 1)
+
+    def test_fullUpstreamQueuesAndHoldsClients(self) -> None:
+        """
+        While the upstream connection's buffer is full, lines wait and
+        reading from every client (new ones too) pauses; when it drains, the
+        waiting lines go first and reading resumes.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        a = connectClient(factory, 1001)
+        assert upstream.producer is not None
+        upstream.producer.pauseProducing()
+        self.assertTrue(factory.holdingClients)
+        self.assertEqual(a.producerState, "paused")
+        b = connectClient(factory, 1002)
+        self.assertEqual(b.producerState, "paused")
+        a.protocol.dataReceived(b"1\n2\n")
+        self.assertEqual((upstream.value(), factory.queuedLines), (b"", 2))
+        upstream.producer.resumeProducing()
+        self.assertEqual(upstream.value(), b"1\n2\n")
+        self.assertEqual([a.producerState, b.producerState], ["producing"] * 2)
+        self.assertFalse(factory.holdingClients)
+
+    def test_lostUpstreamReleasesClients(self) -> None:
+        """
+        If a full upstream connection drops, clients are read again (their
+        lines wait in the queue).
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        assert upstream.producer is not None
+        upstream.producer.pauseProducing()
+        endpoint.drop()
+        self.assertEqual(client.producerState, "producing")
+        self.assertFalse(factory.holdingClients)
+
+    def test_heldClientNotIdle(self) -> None:
+        """
+        A client held back for a full upstream connection is not timed out
+        as idle; once released, the idle timeout applies again.
+        """
+        factory, endpoint, clock = startRelay(idleTimeout=10)
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        assert upstream.producer is not None
+        upstream.producer.pauseProducing()
+        clock.advance(25)
+        self.assertEqual(client.value(), b"")
+        upstream.producer.resumeProducing()
+        clock.advance(10)
+        self.assertEqual(client.value(), b"ERROR idle timeout\n")
+
+    def test_slowClientClosed(self) -> None:
+        """
+        A client that does not read is closed with C{ERROR too slow} once
+        more than C{maxPendingBytes} from the upstream wait for it; the
+        others get every line.
+        """
+        factory, endpoint, _clock = startRelay(maxPendingBytes=12)
+        endpoint.accept()
+        slow, fast = connectClient(factory, 1001), connectClient(factory, 1002)
+        slow.protocol.pauseProducing()  # its transport's buffer is full
+        endpoint.send(b"12345\n12345\n")
+        self.assertEqual(slow.value(), b"")
+        self.assertFalse(slow.writeDisconnected)
+        endpoint.send(b"x\n")
+        self.assertEqual(slow.value(), TOO_SLOW + b"\n")
+        self.assertTrue(slow.writeDisconnected)
+        self.assertEqual(fast.value(), b"12345\n12345\nx\n")
+        self.assertEqual(factory.stats.tooSlow, 1)
+
+    def test_stopWaitsForLastClient(self) -> None:
+        """
+        Stopping the factory stops the upstream connection only once the last
+        client has gone; C{whenUpstreamStopped} fires when it has closed.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        factory.doStop()
+        self.assertFalse(upstream.disconnecting)
+        client.protocol.dataReceived(b"last\n")
+        stopped = factory.whenUpstreamStopped()
+        lose(client)
+        self.assertTrue(upstream.disconnecting)
+        self.assertEqual(upstream.value(), b"last\n")
+        self.assertNoResult(stopped)
+        endpoint.drop()
+        self.successResultOf(stopped)
+        self.successResultOf(factory.whenUpstreamStopped())
+
+    def test_stopDropsQueueWhenDown(self) -> None:
+        """
+        Stopping with lines queued and no upstream connection drops them,
+        counted and logged with their number, and gives up connecting.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, _clock = startRelay()
+        client = connectClient(factory)
+        client.protocol.dataReceived(b"1\n2\n")
+        lose(client)
+        factory.doStop()
+        self.successResultOf(factory.whenUpstreamStopped())
+        self.assertEqual((factory.relayStats.dropped, factory.queuedLines), (2, 0))
+        self.assertEqual(len(logged(logs, "dropped 2 queued line(s)")), 1)
+        [(_factory, attempt)] = endpoint.attempts
+        self.assertTrue(attempt.called)
+        self.assertEqual(logged(logs, "Cannot connect"), [])
+
+    def test_stopSendsQueueWhenConnected(self) -> None:
+        """
+        Stopping with lines queued behind a full upstream connection writes
+        them before closing it.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        assert upstream.producer is not None
+        upstream.producer.pauseProducing()
+        client.protocol.dataReceived(b"1\n2\n")
+        lose(client)
+        factory.doStop()
+        self.assertEqual(upstream.value(), b"1\n2\n")
+        self.assertIsNone(upstream.producer)
+        self.assertTrue(upstream.disconnecting)
+        self.assertEqual(factory.relayStats.dropped, 0)
+
+    def test_silentUpstreamAborted(self) -> None:
+        """
+        An upstream connection that does not close within
+        C{UPSTREAM_CLOSE_TIMEOUT} of stopping is aborted.
+        """
+        factory, endpoint, clock = startRelay()
+        upstream = endpoint.accept()
+        factory.doStop()
+        stopped = factory.whenUpstreamStopped()
+        clock.advance(UPSTREAM_CLOSE_TIMEOUT - 0.1)
+        self.assertFalse(upstream.disconnected)
+        clock.advance(0.1)
+        self.assertTrue(upstream.disconnected)
+        endpoint.drop()
+        self.successResultOf(stopped)
+
+    def test_shutDownWaitsForUpstream(self) -> None:
+        """
+        Shutting down finishes the clients, then waits for the upstream
+        connection to close.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        factory.doStop()
+        done = factory.shutDown(10)
+        self.assertTrue(client.writeDisconnected)
+        lose(client)
+        self.assertTrue(upstream.disconnecting)
+        self.assertNoResult(done)
+        endpoint.drop()
+        self.successResultOf(done)
+
+    def test_negativeQueueLimitRejected(self) -> None:
+        """
+        A negative queue limit is refused at construction.
+        """
+        self.assertRaises(ValueError, RelayFactory, FakeEndpoint(), queueLimit=-1)
+
+
+def recordingUpstream(
+    testCase: TestCase,
+    received: list[bytes],
+    reply: Callable[[bytes], bytes] | None = None,
+    port: int = 0,
+) -> LoopbackServer:
+    """
+    Start a line server that appends every line to C{received} and answers
+    with C{reply(line)} (nothing by default).
+    """
+
+    def handler(line: bytes) -> bytes | None:
+        received.append(line)
+        return None if reply is None else reply(line)
+
+    return startServer(testCase, LineFactory(handler), port=port)
+
+
+def startRelayServer(
+    testCase: TestCase, upstream: LoopbackServer, **kwargs: Any
+) -> tuple[LoopbackServer, RelayFactory]:
+    """
+    Start a relay to C{upstream} on loopback, connecting to it as
+    C{twistd tcpcomm --upstream 127.0.0.1:PORT} does and retrying every
+    50 ms; at clean-up it is stopped and its upstream connection waited for.
+    """
+    endpoint = clientEndpoint(reactor, f"127.0.0.1:{upstream.port}")
+    factory = RelayFactory(endpoint, retryPolicy=lambda attempt: 0.05, **kwargs)
+    # Registered first, so run after the server is stopped.
+    testCase.addCleanup(factory.whenUpstreamStopped)
+    return startServer(testCase, factory), factory
+
+
+async def connectLineClient(
+    testCase: TestCase, server: LoopbackServer | IStreamClientEndpoint
+) -> tuple[LineClient, list[bytes]]:
+    """
+    Connect a L{LineClient} to C{server}; return it and the list of lines it
+    receives.  It is aborted at clean-up.
+    """
+    seen: list[bytes] = []
+    endpoint = server.endpoint() if isinstance(server, LoopbackServer) else server
+    client = await connectProtocol(endpoint, LineClient(onLine=seen.append))
+
+    async def close() -> None:
+        if not client.lost:
+            client.transport.abortConnection()
+        await waitUntil(lambda: client.lost)
+
+    testCase.addCleanup(close)
+    return client, seen
+
+
+class RelayServerTests(TestCase):
+    """
+    A relay and an upstream line server over real sockets on 127.0.0.1.
+    """
+
+    async def test_linesFromThreeClientsInOrder(self) -> None:
+        """
+        Lines from three clients arrive upstream untagged, in the order the
+        relay got them.
+        """
+        received: list[bytes] = []
+        upstream = recordingUpstream(self, received)
+        relayServer, _relay = startRelayServer(self, upstream)
+        clients = [(await connectLineClient(self, relayServer))[0] for _ in range(3)]
+        expected: list[bytes] = []
+        for round in range(3):
+            for number, client in enumerate(clients):
+                line = b"client %d line %d" % (number, round)
+                client.sendLine(line)
+                expected.append(line)
+                await waitUntil(lambda: len(received) == len(expected))
+        self.assertEqual(received, expected)
+
+    async def test_taggedLinesFromThreeClients(self) -> None:
+        """
+        With tagging, each line arrives upstream after its sender's address,
+        in order.
+        """
+        received: list[bytes] = []
+        upstream = recordingUpstream(self, received)
+        relayServer, _relay = startRelayServer(self, upstream, tag=True)
+        clients = [(await connectLineClient(self, relayServer))[0] for _ in range(3)]
+        expected: list[bytes] = []
+        for round in range(2):
+            for client in clients:
+                host = client.transport.getHost()
+                assert isinstance(host, IPv4Address)
+                client.sendLine(b"round %d" % round)
+                expected.append(b"127.0.0.1:%d round %d" % (host.port, round))
+                await waitUntil(lambda: len(received) == len(expected))
+        self.assertEqual(received, expected)
+
+    async def test_repliesToEveryClientWithoutTag(self) -> None:
+        """
+        Without tagging, every line the upstream sends back reaches every
+        client.
+        """
+        upstream = recordingUpstream(self, [], reply=lambda line: b"re " + line)
+        relayServer, relay = startRelayServer(self, upstream)
+        (one, seenOne), (_two, seenTwo) = [
+            await connectLineClient(self, relayServer) for _ in range(2)
+        ]
+        await waitUntil(lambda: relay.upstreamConnected)
+        one.sendLine(b"hello")
+        await waitUntil(lambda: seenOne and seenTwo)
+        self.assertEqual((seenOne, seenTwo), ([b"re hello"], [b"re hello"]))
+
+    async def test_repliesRoutedByTag(self) -> None:
+        """
+        With tagging, each client gets only the replies tagged with its
+        address.
+        """
+
+        def reply(line: bytes) -> bytes:
+            tag, _, rest = line.partition(b" ")
+            return tag + b" re " + rest
+
+        upstream = recordingUpstream(self, [], reply=reply)
+        relayServer, _relay = startRelayServer(self, upstream, tag=True)
+        (one, seenOne), (two, seenTwo) = [
+            await connectLineClient(self, relayServer) for _ in range(2)
+        ]
+        one.sendLine(b"from one")
+        two.sendLine(b"from two")
+        one.sendLine(b"again one")
+        await waitUntil(lambda: len(seenOne) == 2 and len(seenTwo) == 1)
+        self.assertEqual(seenOne, [b"re from one", b"re again one"])
+        self.assertEqual(seenTwo, [b"re from two"])
+
+    async def test_upstreamRestartMidStream(self) -> None:
+        """
+        The upstream stops mid-stream and comes back on the same port: lines
+        arrive in order and at most once, and every line sent while the relay
+        knew it was down arrives exactly once.
+        """
+        received: list[bytes] = []
+        upstream = recordingUpstream(self, received)
+        relayServer, relay = startRelayServer(self, upstream)
+        client, seen = await connectLineClient(self, relayServer)
+        await waitUntil(lambda: relay.upstreamConnected)
+        sent = 0
+
+        def send(count: int) -> None:
+            nonlocal sent
+            for _ in range(count):
+                client.sendLine(b"%d" % sent)
+                sent += 1
+
+        send(50)
+        await waitUntil(lambda: len(received) > 0)
+        send(50)
+        await upstream.stop()
+        await waitUntil(lambda: not relay.upstreamConnected)
+        whileDown = sent
+        send(100)
+        await waitUntil(lambda: relay.stats.linesHandled == sent)
+        recordingUpstream(self, received, port=upstream.port)
+        send(50)
+        await waitUntil(lambda: received[-1:] == [b"%d" % (sent - 1)])
+        numbers = [int(line) for line in received]
+        self.assertEqual(numbers, sorted(set(numbers)))
+        self.assertLessEqual(set(range(whileDown, sent)), set(numbers))
+        self.assertEqual(seen, [])
+        self.assertGreaterEqual(relay.relayStats.queued, 100)
+
+    async def test_slowUpstreamHoldsClients(self) -> None:
+        """
+        An upstream that stops reading makes the relay stop reading from its
+        clients, with nothing refused and little queued; once it reads
+        again, every line arrives, in order.
+        """
+        received: list[bytes] = []
+        gate: Deferred[None] = Deferred()
+
+        def handler(line: bytes) -> Deferred[None] | None:
+            received.append(line)
+            return None if gate.called else gate
+
+        upstream = startServer(self, LineFactory(handler, maxPending=1))
+        relayServer, relay = startRelayServer(self, upstream)
+        client, seen = await connectLineClient(self, relayServer)
+        await waitUntil(lambda: relay.upstreamConnected)
+        lines = [b"%05d " % i + b"x" * 994 for i in range(16 * 1024)]
+        client.transport.write(b"".join(line + b"\n" for line in lines))
+        lastBytesIn = -1
+
+        def stalled() -> bool:
+            nonlocal lastBytesIn
+            previous, lastBytesIn = lastBytesIn, relay.stats.bytesIn
+            return relay.holdingClients and lastBytesIn == previous
+
+        await waitUntil(stalled)
+        self.assertLess(relay.stats.bytesIn, len(lines) * 1000)
+        self.assertLessEqual(relay.queuedLines, 100)
+        self.assertEqual(relay.relayStats.refused, 0)
+        gate.callback(None)
+        await waitUntil(lambda: len(received) == len(lines))
+        self.assertEqual(received, lines)
+        self.assertEqual(seen, [])
+        self.assertFalse(relay.holdingClients)
+
+    async def test_queueOverflowErrors(self) -> None:
+        """
+        With the upstream down and a queue limit of 5, a client sending 8
+        lines gets exactly 3 C{ERROR upstream unavailable} lines; the first 5
+        reach the upstream in order once it is back, and their replies follow
+        the errors.
+        """
+        received: list[bytes] = []
+        upstream = recordingUpstream(self, [])
+        relayServer, relay = startRelayServer(self, upstream, queueLimit=5)
+        await waitUntil(lambda: relay.upstreamConnected)
+        await upstream.stop()
+        await waitUntil(lambda: not relay.upstreamConnected)
+        client, seen = await connectLineClient(self, relayServer)
+        client.transport.write(b"".join(b"%d\n" % i for i in range(8)))
+        await waitUntil(lambda: len(seen) == 3)
+        self.assertEqual(seen, [UPSTREAM_UNAVAILABLE] * 3)
+        self.assertEqual(relay.queuedLines, 5)
+        recordingUpstream(
+            self, received, reply=lambda line: b"re " + line, port=upstream.port
+        )
+        await waitUntil(lambda: len(seen) == 8)
+        client.sendLine(b"8")
+        await waitUntil(lambda: len(seen) == 9)
+        self.assertEqual(received, [b"%d" % i for i in (0, 1, 2, 3, 4, 8)])
+        self.assertEqual(
+            seen,
+            [UPSTREAM_UNAVAILABLE] * 3 + [b"re %d" % i for i in (0, 1, 2, 3, 4, 8)],
+        )
+        stats = relay.relayStats
+        self.assertEqual((stats.queued, stats.refused), (5, 3))
+
+    async def test_upstreamFollowsFactory(self) -> None:
+        """
+        The upstream connection opens when the relay starts listening and
+        closes when it stops.
+        """
+        upstream = recordingUpstream(self, [])
+        relay = RelayFactory(upstream.endpoint(), retryPolicy=lambda attempt: 0.05)
+        self.addCleanup(relay.whenUpstreamStopped)
+        self.assertEqual(upstream.openConnections, 0)
+        relayServer = startServer(self, relay)
+        await waitUntil(lambda: upstream.openConnections == 1)
+        self.assertTrue(relay.upstreamConnected)
+        await relayServer.stop()
+        await relay.whenUpstreamStopped()
+        self.assertFalse(relay.upstreamConnected)
+        await waitUntil(lambda: upstream.openConnections == 0)
+
+    async def test_gracefulShutdown(self) -> None:
+        """
+        Stopping listening and shutting down closes the clients, delivers
+        every line the relay had read, and then closes the upstream
+        connection.
+        """
+        received: list[bytes] = []
+        upstream = recordingUpstream(self, received)
+        relay = RelayFactory(upstream.endpoint(), retryPolicy=lambda attempt: 0.05)
+        self.addCleanup(relay.whenUpstreamStopped)
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        port = await endpoint.listen(relay)
+        self.addCleanup(port.stopListening)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        client, _seen = await connectLineClient(
+            self, TCP4ClientEndpoint(reactor, address.host, address.port)
+        )
+        for i in range(10):
+            client.sendLine(b"%d" % i)
+        await waitUntil(lambda: relay.stats.linesHandled == 10)
+        await maybeDeferred(port.stopListening)
+        await relay.shutDown(5)
+        self.assertEqual(received, [b"%d" % i for i in range(10)])
+        self.assertFalse(relay.upstreamConnected)
+        await waitUntil(lambda: client.lost and upstream.openConnections == 0)
+
+
+class RelayTLSTests(TestCase):
+    """
+    A relay whose upstream speaks TLS, over real sockets on 127.0.0.1.
+    """
+
+    def tlsUpstream(
+        self, received: list[bytes]
+    ) -> tuple[LoopbackServer, CertificateAuthority]:
+        """
+        Start a recording upstream line server behind TLS, with a certificate
+        for C{localhost} from a new authority; return it and the authority.
+        """
+        authority = makeCertificateAuthority()
+        issued = authority.issue(["localhost", "127.0.0.1"])
+
+        def handler(line: bytes) -> bytes:
+            received.append(line)
+            return b"re " + line
+
+        factory = TLSMemoryBIOFactory(
+            issued.serverOptions(), False, LineFactory(handler)
+        )
+        return startServer(self, factory), authority
+
+    def startRelay(
+        self, upstream: LoopbackServer, trusted: CertificateAuthority
+    ) -> tuple[LoopbackServer, RelayFactory]:
+        """
+        Start a relay to C{upstream} over TLS, trusting C{trusted} only.
+        """
+        endpoint = wrapClientTLS(
+            trusted.clientOptions("localhost"), upstream.endpoint()
+        )
+        factory = RelayFactory(endpoint, retryPolicy=lambda attempt: 0.05)
+        self.addCleanup(factory.whenUpstreamStopped)
+        return startServer(self, factory), factory
+
+    async def test_linesAfterHandshake(self) -> None:
+        """
+        Over TLS, lines go upstream once the handshake is done, and replies
+        come back.
+        """
+        received: list[bytes] = []
+        upstream, authority = self.tlsUpstream(received)
+        relayServer, relay = self.startRelay(upstream, authority)
+        client, seen = await connectLineClient(self, relayServer)
+        client.sendLine(b"one")
+        client.sendLine(b"two")
+        await waitUntil(lambda: len(seen) == 2)
+        self.assertEqual(received, [b"one", b"two"])
+        self.assertEqual(seen, [b"re one", b"re two"])
+        self.assertTrue(relay.upstreamConnected)
+
+    async def test_untrustedUpstreamGetsNothing(self) -> None:
+        """
+        An upstream whose certificate fails verification gets no line: lines
+        stay queued, and each failed attempt is logged with why.
+        """
+        logs = LogCapture(self)
+        received: list[bytes] = []
+        upstream, _authority = self.tlsUpstream(received)
+        relayServer, relay = self.startRelay(upstream, makeCertificateAuthority())
+        client, _seen = await connectLineClient(self, relayServer)
+        client.sendLine(b"secret")
+        await waitUntil(
+            lambda: len(logged(logs, "Cannot connect to upstream: TLS failed")) >= 2
+        )
+        self.assertEqual(received, [])
+        self.assertEqual(relay.queuedLines, 1)
+        self.assertEqual(relay.relayStats.forwarded, 0)
+        self.assertFalse(relay.upstreamConnected)
