@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from twisted.application import strports
@@ -83,27 +83,28 @@ def loadHandler(spec: str, directory: str | None = None) -> Handler:
     return handler
 
 
-def _positiveInt(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"expected a whole number of at least 1, not {text!r}")
-    return value
+def _wholeNumber(minimum: int) -> Callable[[str], int]:
+    """
+    An option coercer for whole numbers of at least C{minimum}.
+    """
+
+    def coerce(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise ValueError(
+                f"expected a whole number of at least {minimum}, not {text!r}"
+            )
+        return value
+
+    coerce.coerceDoc = f"A whole number, at least {minimum}."  # type: ignore[attr-defined]
+    return coerce
 
 
-_positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
-
-
-def _nonNegativeInt(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"expected a whole number, 0 or more, not {text!r}")
-    return value
+_positiveInt = _wholeNumber(1)
+_nonNegativeInt = _wholeNumber(0)
 
 
 def _nonNegativeSeconds(text: str) -> float:
