@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import select
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -38,6 +39,7 @@ from tcpcomm.line import (
     echoLine,
 )
 from tcpcomm.relay import DEFAULT_QUEUE_LIMIT, RelayFactory
+from tcpcomm.transport import writeThroughReactor
 
 PROTOCOLS = ("line", "echo", "chat", "relay")
 
@@ -277,6 +279,11 @@ class Options(usage.Options):
             twistd (or twist): the user then sees one readable line, not
             twistd's whole usage text.
         """
+        if self.parent is not None and hasattr(select, "epoll"):
+            # Under twistd with no --reactor chosen: tcpcomm's lean reactor.
+            from tcpcomm.leanreactor import installIfNoneInstalled
+
+            installIfNoneInstalled()
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -471,8 +478,11 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         raiseFileLimit(config["max-connections"] + 64)
     parent = TcpcommService(factory, config["shutdown-timeout"])
     for description in config["ports"]:
-        # strports makes a busy port fail start-up instead of being logged.
-        service = strports.service(description, factory, reactor=reactor)
+        # strports makes a busy port fail start-up instead of being logged;
+        # TCP ports get write-through connections (tcpcomm.transport).
+        service = strports.service(
+            description, factory, reactor=writeThroughReactor(reactor)
+        )
         if isinstance(service.endpoint, SSL4ServerEndpoint):
             # Twisted's TLS drops tcpcomm's half-close; see tcpcomm.tls.
             from tcpcomm.tls import keepHalfClose

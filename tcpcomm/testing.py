@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -31,6 +30,7 @@ from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from tcpcomm.endpoints import DEFAULT_BACKLOG
+from tcpcomm.transport import WriteThroughPort, WriteThroughServer
 
 if TYPE_CHECKING:
     from twisted.trial.unittest import SynchronousTestCase
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["LoopbackServer", "startServer"]
 
 
-class _TrackedServer(tcp.Server):
+class _TrackedServer(WriteThroughServer):
     """
     A server-side TCP connection that its port keeps track of.
     """
@@ -56,9 +56,10 @@ class _TrackedServer(tcp.Server):
             self.server.connectionGone(self)
 
 
-class _TrackingPort(tcp.Port):
+class _TrackingPort(WriteThroughPort):
     """
-    A listening TCP port that knows its open connections.
+    A listening TCP port that knows its open connections: write-through
+    connections (L{tcpcomm.transport}), as C{twistd tcpcomm} serves.
 
     C{tcp.Port.transport} is the documented way to choose the connection
     class; the protocols themselves are not wrapped, so half-close and flow

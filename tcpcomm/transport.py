@@ -1,0 +1,185 @@
+# -*- test-case-name: tests.test_transport -*-
+"""
+A TCP transport that sends at once when nothing is waiting to be sent.
+
+Twisted's TCP transport never sends from C{write()}: it appends the bytes to
+a buffer, asks the reactor to watch the socket for writability, and sends
+one loop turn later -- two extra system calls (switching write-watching on
+and off) and a loop turn for every reply of a request/response protocol.
+L{WriteThroughServer} tries C{send()} at once when its buffer is empty and
+falls back to Twisted's buffering for whatever the kernel did not take, so
+flow control, half-close and ordering are Twisted's own.
+
+It plugs in where Twisted documents it: C{tcp.Port.transport} names the
+connection class a port builds.  L{WriteThroughPort} is such a port;
+L{listenTCP}, L{adoptStreamPort} and L{writeThroughReactor} are the ways to
+get one.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, cast
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorSocket,
+    IReactorTCP,
+)
+from twisted.internet.posixbase import PosixReactorBase
+
+from tcpcomm.endpoints import DEFAULT_BACKLOG
+
+__all__ = [
+    "WriteThroughPort",
+    "WriteThroughServer",
+    "adoptStreamPort",
+    "listenTCP",
+    "writeThroughReactor",
+]
+
+
+class WriteThroughServer(tcp.Server):
+    """
+    A server-side TCP connection whose C{write} sends at once when it can.
+
+    It sends directly only when all of these hold; otherwise it buffers as
+    Twisted does:
+
+      - nothing is buffered (so bytes never overtake earlier ones);
+      - the connection is open and no close or half-close is under way;
+      - TLS is not started on it (C{startTLS} bytes must be encrypted);
+      - no producer is registered, or a streaming one that is not paused
+        (Twisted resumes a pull producer only from its own write path).
+
+    What the kernel does not take is buffered, and any error from the direct
+    C{send} is left for the reactor's normal write path to find, so
+    C{connectionLost} never runs from inside C{write}.
+    """
+
+    def write(self, data: bytes) -> None:
+        if (
+            data.__class__ is bytes
+            and not self._tempDataLen
+            and not self.dataBuffer
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnecting
+            and not self.TLS
+            and (
+                self.producer is None
+                or (self.streamingProducer and not self.producerPaused)
+            )
+        ):
+            try:
+                sent = self.socket.send(data)
+            except OSError:
+                # Would block: buffer it all.  Any other error: buffer it all
+                # too, and let doWrite meet the error and disconnect.
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        super().write(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        chunks = list(iovec)
+        if not self.TLS and all(chunk.__class__ is bytes for chunk in chunks):
+            self.write(b"".join(chunks))
+        else:
+            super().writeSequence(chunks)
+
+
+class WriteThroughPort(tcp.Port):
+    """
+    A listening TCP port whose connections are L{WriteThroughServer}s.
+    """
+
+    transport = WriteThroughServer
+
+
+def listenTCP(
+    reactor: IReactorTCP,
+    port: int,
+    factory: IProtocolFactory,
+    backlog: int = DEFAULT_BACKLOG,
+    interface: str = "",
+) -> IListeningPort:
+    """
+    Listen like C{reactor.listenTCP}, with write-through connections.
+
+    Reactors that are not Twisted's POSIX ones (IOCP, test fakes) get their
+    own C{listenTCP}.
+
+    @raise twisted.internet.error.CannotListenError: As C{listenTCP} does.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.listenTCP(
+            port, cast(Any, factory), backlog=backlog, interface=interface
+        )
+    listening = WriteThroughPort(port, factory, backlog, interface, reactor)
+    listening.startListening()
+    return listening
+
+
+def adoptStreamPort(
+    reactor: IReactorSocket,
+    fileDescriptor: int,
+    addressFamily: socket.AddressFamily,
+    factory: IProtocolFactory,
+) -> IListeningPort:
+    """
+    Listen on an inherited listening socket like C{reactor.adoptStreamPort},
+    with write-through connections for TCP (other families get the
+    reactor's own).
+
+    As with Twisted's, the descriptor is duplicated: close C{fileDescriptor}
+    yourself afterwards if you no longer need it.
+    """
+    if addressFamily not in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    ) or not isinstance(reactor, PosixReactorBase):
+        return reactor.adoptStreamPort(
+            fileDescriptor, addressFamily, cast(Any, factory)
+        )
+    listening = WriteThroughPort._fromListeningDescriptor(
+        reactor, fileDescriptor, addressFamily, factory
+    )
+    listening.startListening()
+    return listening  # type: ignore[no-any-return]
+
+
+class _WriteThroughReactor:
+    """
+    A reactor as seen by Twisted's endpoints: everything is the real
+    reactor's except C{listenTCP}, which builds write-through ports.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def listenTCP(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> IListeningPort:
+        return listenTCP(self._reactor, port, factory, backlog, interface)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+def writeThroughReactor(reactor: Any) -> Any:
+    """
+    Wrap C{reactor} so that endpoints built on it (C{serverFromString},
+    C{TCP4ServerEndpoint}, C{strports.service}) listen with write-through
+    TCP connections.  Every other use goes to C{reactor} unchanged.
+    """
+    if isinstance(reactor, _WriteThroughReactor):
+        return reactor
+    return _WriteThroughReactor(reactor)
