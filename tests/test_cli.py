@@ -856,10 +856,16 @@ class HelpTests(SynchronousTestCase):
     def test_help(self) -> None:
         """
         C{tcpcomm --help} explains the half-close and ENDPOINT and lists
-        both commands.
+        the commands.
         """
         self.assertHelp(
-            ["--help"], "usage: tcpcomm", "half-close", "ENDPOINT", "connect", "send"
+            ["--help"],
+            "usage: tcpcomm",
+            "half-close",
+            "ENDPOINT",
+            "connect",
+            "send",
+            "bench",
         )
 
     def test_connectHelp(self) -> None:

@@ -1,0 +1,865 @@
+"""
+Tests for C{tcpcomm bench} (L{tcpcomm.bench}), the load generator.
+
+The pure parts (the pattern, the latency histogram, endpoints, how results
+add up) are tested on their own.  The generator runs for real over loopback:
+in this process against L{ThreadedEchoServer}, a plain-socket server in a
+thread whose faults the tests choose; and as C{python -m tcpcomm bench} in a
+subprocess (L{runCli}) against tcpcomm's own servers in the test's reactor.
+Runs last a fraction of a second; every thread and process is bounded and
+stopped at the test's clean-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import socket
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import gatherResults
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from tcpcomm.bench import (
+    HISTOGRAM_BUCKETS,
+    MIN_PATTERN_BYTES,
+    BenchConfig,
+    BenchError,
+    Target,
+    WorkerResult,
+    bucketMidpoint,
+    combineResults,
+    defaultPipeline,
+    firstDifference,
+    latencyBucket,
+    makePattern,
+    parseEndpoint,
+    patternLines,
+    percentile,
+    runBench,
+    splitConnections,
+    startOffset,
+)
+from tcpcomm.echo import EchoFactory
+from tcpcomm.line import LineFactory
+from tcpcomm.testing import startServer
+from tests.test_cli import (
+    CliResult,
+    address,
+    assertOneError,
+    assertUsageError,
+    runCli,
+    runCliBlocking,
+    unusedPort,
+)
+
+JSON_KEYS = {
+    "mode",
+    "endpoint",
+    "connections",
+    "size",
+    "pipeline",
+    "duration",
+    "processes",
+    "messages",
+    "messages_per_s",
+    "bytes_per_s",
+    "latency_us",
+    "cpu_percent",
+    "errors",
+    "verified",
+}
+
+SHORT = ["--warmup", "0.05", "--duration", "0.2"]
+"""
+Command-line options for a short run.
+"""
+
+JSON = ["--json", *SHORT]
+"""
+Command-line options for a short run reported as JSON.
+"""
+
+TOO_MANY_PROCESSES = ["--connections", "2", "--processes", "3"]
+
+IO_TIMEOUT = 10.0
+"""
+Seconds the threaded server may go on after its test ends.
+"""
+
+CORRUPT_AT = 100
+"""
+The offset the corrupting servers change: not a line's LF.
+"""
+
+
+def lines(block: bytes, size: int) -> list[bytes]:
+    """
+    C{block} cut into lines of C{size} bytes.
+    """
+    return [block[i : i + size] for i in range(0, len(block), size)]
+
+
+# A server in a thread, with faults.
+
+
+@dataclass
+class ServedConnection:
+    """
+    What L{ThreadedEchoServer} saw of one connection.
+
+    @ivar pid: The client's process ID (UNIX sockets on Linux), or C{None}.
+    @ivar received: Bytes received.
+    @ivar echoed: Bytes sent back.
+    @ivar mostWaiting: The most bytes received and not yet echoed at once.
+    """
+
+    sock: socket.socket
+    pid: int | None = None
+    received: int = 0
+    echoed: int = 0
+    mostWaiting: int = 0
+    waiting: bytearray = field(default_factory=bytearray)
+
+
+class ThreadedEchoServer:
+    """
+    A non-blocking echo server on plain sockets, in a thread, for one test.
+
+    @param corruptAt: Change the byte at this offset of the first
+        connection's echo.
+    @param closeAfter: Once a connection has echoed this many bytes, echo
+        no more and half-close it (its FIN goes out; it goes on reading).
+    @param resetAfter: Once a connection has echoed this many bytes, reset
+        it.
+    @param silent: Read, but never echo.
+    @param holdUntil: Echo only once this many bytes wait, all at once.
+    @param unixPath: Listen on this UNIX socket instead of 127.0.0.1.
+    """
+
+    def __init__(
+        self,
+        testCase: SynchronousTestCase,
+        *,
+        corruptAt: int | None = None,
+        closeAfter: int | None = None,
+        resetAfter: int | None = None,
+        silent: bool = False,
+        holdUntil: int = 1,
+        unixPath: str | None = None,
+    ) -> None:
+        self.corruptAt = corruptAt
+        self.limit = closeAfter if resetAfter is None else resetAfter
+        self.reset = resetAfter is not None
+        self.silent = silent
+        self.holdUntil = holdUntil
+        self.connections: list[ServedConnection] = []
+        if unixPath is None:
+            self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.listener.bind(("127.0.0.1", 0))
+            self.endpoint = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        else:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind(unixPath)
+            self.endpoint = f"unix:{unixPath}"
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self._stopping = threading.Event()
+        self._problems: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        testCase.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        """
+        Stop the thread (bounded), close every socket, and re-raise what
+        went wrong in the thread.
+        """
+        self._stopping.set()
+        self._thread.join(IO_TIMEOUT)
+        self.listener.close()
+        for connection in self.connections:
+            connection.sock.close()
+        if self._thread.is_alive():
+            raise AssertionError("the threaded echo server did not stop")
+        if self._problems:
+            raise self._problems[0]
+
+    def _run(self) -> None:
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.listener, selectors.EVENT_READ, None)
+                while not self._stopping.is_set():
+                    for key, events in selector.select(0.02):
+                        if key.data is None:
+                            self._accept(selector)
+                        else:
+                            self._serve(selector, key.data, events)
+        except BaseException as e:
+            self._problems.append(e)
+
+    def _accept(self, selector: selectors.BaseSelector) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        connection = ServedConnection(sock)
+        if sock.family == socket.AF_UNIX and hasattr(socket, "SO_PEERCRED"):
+            credentials = sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+            )
+            connection.pid = struct.unpack("3i", credentials)[0]
+        self.connections.append(connection)
+        selector.register(sock, selectors.EVENT_READ, connection)
+
+    def _serve(
+        self,
+        selector: selectors.BaseSelector,
+        connection: ServedConnection,
+        events: int,
+    ) -> None:
+        sock = connection.sock
+        if events & selectors.EVENT_READ:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, ConnectionError):
+                data = b""
+            if not data:
+                selector.unregister(sock)
+                return
+            start = connection.received
+            connection.received += len(data)
+            if self.silent or connection.echoed == self.limit:
+                return
+            first = connection is self.connections[0]
+            at = self.corruptAt
+            if first and at is not None and start <= at < connection.received:
+                changed = bytearray(data)
+                changed[at - start] ^= 0x01
+                data = bytes(changed)
+            connection.waiting += data
+            connection.mostWaiting = max(
+                connection.mostWaiting, len(connection.waiting)
+            )
+        if len(connection.waiting) >= self.holdUntil:
+            waiting = connection.waiting
+            if self.limit is not None:
+                del waiting[self.limit - connection.echoed :]
+            try:
+                sent = sock.send(waiting)
+            except BlockingIOError:
+                sent = 0
+            del waiting[:sent]
+            connection.echoed += sent
+            if connection.echoed == self.limit:
+                waiting.clear()
+                if self.reset:
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    selector.unregister(sock)
+                    sock.close()
+                else:
+                    sock.shutdown(socket.SHUT_WR)
+                    selector.modify(sock, selectors.EVENT_READ, connection)
+                return
+        wanted = selectors.EVENT_READ
+        if len(connection.waiting) >= self.holdUntil and connection.waiting:
+            wanted |= selectors.EVENT_WRITE
+        selector.modify(sock, wanted, connection)
+
+
+# Servers in the reactor, for the command.
+
+
+class Corrupter(Protocol):
+    """
+    Echo every byte, but change the one at offset L{CORRUPT_AT}.
+    """
+
+    transport: ITCPTransport
+    offset = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        start = self.offset
+        self.offset += len(data)
+        if start <= CORRUPT_AT < self.offset:
+            changed = bytearray(data)
+            changed[CORRUPT_AT - start] ^= 0x01
+            data = bytes(changed)
+        self.transport.write(data)
+
+
+def quick(endpoint: str, mode: str, **options: int | float) -> BenchConfig:
+    """
+    A short run's configuration: 2 connections, 50 ms of warm-up, 200 ms
+    measured, unless C{options} say otherwise.
+    """
+    settings: dict[str, int | float] = {
+        "connections": 2,
+        "warmup": 0.05,
+        "duration": 0.2,
+    }
+    settings.update(options)
+    return BenchConfig(endpoint=endpoint, mode=mode, **settings)  # type: ignore[arg-type]
+
+
+# The tests.
+
+
+class PatternTests(SynchronousTestCase):
+    """
+    What connections send: L{makePattern}, L{patternLines}, L{startOffset}.
+    """
+
+    def test_linesOfExactSize(self) -> None:
+        """
+        The block is C{lines} lines of exactly C{size} bytes, each ending in
+        LF, with no other LF and no CR.
+        """
+        for size in (2, 3, 64, 1000):
+            block = makePattern(size, 300)
+            self.assertEqual(len(block), size * 300)
+            for line in lines(block, size):
+                self.assertEqual(line[-1:], b"\n", size)
+                self.assertNotIn(b"\n", line[:-1])
+                self.assertNotIn(b"\r", line)
+
+    def test_nextLinesDiffer(self) -> None:
+        """
+        Each line differs from the next, around the cycle too, even when a
+        line has a single byte before its LF.
+        """
+        for size in (2, 3, 64):
+            cycle = lines(makePattern(size, 5000), size)
+            for index, line in enumerate(cycle):
+                self.assertNotEqual(line, cycle[(index + 1) % len(cycle)], size)
+
+    def test_linesDistinct(self) -> None:
+        """
+        With room for their numbers, all lines of the block differ.
+        """
+        for size, count in ((4, 4096), (64, 10000)):
+            self.assertEqual(len(set(lines(makePattern(size, count), size))), count)
+
+    def test_deterministic(self) -> None:
+        """
+        The same size and count give the same block; another size gives
+        other lines.
+        """
+        self.assertEqual(makePattern(64, 100), makePattern(64, 100))
+        self.assertNotEqual(makePattern(64, 100)[:63], makePattern(65, 100)[:63])
+
+    def test_tooSmall(self) -> None:
+        """
+        There is no line shorter than 2 bytes (one byte and the LF).
+        """
+        self.assertRaises(ValueError, makePattern, 1, 10)
+
+    def test_patternHoldsAWindow(self) -> None:
+        """
+        The block has at least a window of lines and at least
+        L{MIN_PATTERN_BYTES}.
+        """
+        self.assertEqual(patternLines(64, 16), MIN_PATTERN_BYTES // 64)
+        self.assertEqual(patternLines(64, 100000), 100000)
+        self.assertEqual(patternLines(MIN_PATTERN_BYTES, 1), 4)
+
+    def test_connectionsStartApart(self) -> None:
+        """
+        Connections start at distinct lines of the block while there are
+        enough lines.
+        """
+        offsets = [startOffset(i, 100, 4096, 64) for i in range(100)]
+        self.assertEqual(len(set(offsets)), 100)
+        for offset in offsets:
+            self.assertEqual(offset % 64, 0)
+            self.assertTrue(0 <= offset < 4096 * 64)
+        self.assertEqual(startOffset(0, 1, 4096, 64), 0)
+
+    def test_defaultPipeline(self) -> None:
+        """
+        Lines in flight by default: 1 for pingpong, 16 for lines, 256 KiB
+        worth (at least 4) for stream.
+        """
+        self.assertEqual(defaultPipeline("pingpong", 64), 1)
+        self.assertEqual(defaultPipeline("lines", 64), 16)
+        self.assertEqual(defaultPipeline("stream", 64), 4096)
+        self.assertEqual(defaultPipeline("stream", 1024 * 1024), 4)
+
+    def test_firstDifference(self) -> None:
+        """
+        L{firstDifference} finds the first differing byte, or the shorter
+        length.
+        """
+        self.assertEqual(firstDifference(b"abcdef", b"abXdeY"), 2)
+        self.assertEqual(firstDifference(b"abc", b"abc"), 3)
+        self.assertEqual(firstDifference(b"abc", memoryview(b"ab")), 2)
+
+    def test_splitConnections(self) -> None:
+        """
+        Connections are split into contiguous shares differing by at most
+        one.
+        """
+        self.assertEqual(splitConnections(10, 3), [(0, 4), (4, 3), (7, 3)])
+        self.assertEqual(splitConnections(2, 2), [(0, 1), (1, 1)])
+
+
+class HistogramTests(SynchronousTestCase):
+    """
+    The latency histogram and how results add up.
+    """
+
+    def test_bucketPrecision(self) -> None:
+        """
+        A bucket's midpoint is within 1.6 % of every value in it; buckets
+        grow with the value and every 63-bit value has one.
+        """
+        previous = 0
+        for value in [*range(200), *(int(1.07**k) for k in range(200, 640))]:
+            bucket = latencyBucket(value)
+            self.assertGreaterEqual(bucket, previous)
+            previous = bucket
+            self.assertLessEqual(abs(bucketMidpoint(bucket) - value), value * 0.016)
+        self.assertLess(latencyBucket(2**63 - 1), HISTOGRAM_BUCKETS)
+
+    def test_percentile(self) -> None:
+        """
+        Percentiles are nearest-rank over the counts.
+        """
+        histogram = [0] * HISTOGRAM_BUCKETS
+        histogram[latencyBucket(1000)] = 90
+        histogram[latencyBucket(100_000)] = 10
+        self.assertEqual(
+            percentile(histogram, 0.5), bucketMidpoint(latencyBucket(1000))
+        )
+        self.assertEqual(
+            percentile(histogram, 0.9), bucketMidpoint(latencyBucket(1000))
+        )
+        self.assertEqual(
+            percentile(histogram, 0.91), bucketMidpoint(latencyBucket(100_000))
+        )
+        self.assertLessEqual(abs(percentile(histogram, 0.99) - 100_000), 1600)
+        self.assertEqual(percentile([0] * 10, 0.5), 0.0)
+
+    def test_combineResults(self) -> None:
+        """
+        Processes' rates and CPU use are summed, and latency percentiles come
+        from their merged histograms.
+        """
+        fast = [0] * HISTOGRAM_BUCKETS
+        fast[latencyBucket(10_000)] = 300
+        slow = [0] * HISTOGRAM_BUCKETS
+        slow[latencyBucket(1_000_000)] = 100
+        result = combineResults(
+            [
+                WorkerResult(3000, 192_000, 2.0, 1.0, tuple(fast)),
+                WorkerResult(1000, 64_000, 1.0, 0.25, tuple(slow)),
+            ]
+        )
+        self.assertEqual(result.messages, 4000)
+        self.assertEqual(result.messagesPerSecond, 1500 + 1000)
+        self.assertEqual(result.bytesPerSecond, 96_000 + 64_000)
+        self.assertEqual(result.cpuPercent, 75.0)
+        self.assertEqual(result.seconds, 2.0)
+        p50, p90, p99 = result.latency
+        self.assertEqual(p50, bucketMidpoint(latencyBucket(10_000)) / 1000)
+        self.assertEqual(p90, bucketMidpoint(latencyBucket(1_000_000)) / 1000)
+        self.assertEqual(p99, p90)
+
+    def test_resultRoundTrip(self) -> None:
+        """
+        A worker's result survives its trip through JSON.
+        """
+        histogram = [0] * HISTOGRAM_BUCKETS
+        histogram[7], histogram[900] = 3, 5
+        result = WorkerResult(8, 512, 1.5, 0.5, tuple(histogram))
+        text = json.dumps(result.toJSON())
+        self.assertEqual(WorkerResult.fromJSON(json.loads(text)), result)
+
+
+class EndpointTests(SynchronousTestCase):
+    """
+    ENDPOINT, read as the other commands read it.
+    """
+
+    def test_shorthand(self) -> None:
+        """
+        C{HOST:PORT} and C{[IPV6]:PORT}.
+        """
+        self.assertEqual(
+            parseEndpoint("localhost:8000"),
+            Target("localhost:8000", host="localhost", port=8000),
+        )
+        self.assertEqual(parseEndpoint("[::1]:8000"), Target("[::1]:8000", "::1", 8000))
+
+    def test_descriptions(self) -> None:
+        """
+        Twisted's C{tcp:} and C{unix:} client descriptions, positional or
+        named, with escaped colons and a C{timeout}.
+        """
+        self.assertEqual(
+            parseEndpoint(r"tcp:host=\:\:1:port=80:timeout=3"),
+            Target(r"tcp:host=\:\:1:port=80:timeout=3", "::1", 80, timeout=3.0),
+        )
+        self.assertEqual(parseEndpoint("tcp:example.com:80").host, "example.com")
+        self.assertEqual(parseEndpoint("unix:/run/x.sock").path, "/run/x.sock")
+        self.assertEqual(parseEndpoint("unix:path=/run/y.sock").path, "/run/y.sock")
+
+    def test_tlsRefused(self) -> None:
+        """
+        TLS endpoints are refused, saying so.
+        """
+        for text in ("tls:example.com:443", "ssl:host=example.com:port=443"):
+            error = self.assertRaises(BenchError, parseEndpoint, text)
+            self.assertIn("TLS", str(error))
+
+    def test_malformed(self) -> None:
+        """
+        Other kinds, bad ports, missing or unknown arguments: a message
+        naming the endpoint.
+        """
+        for text in (
+            "bogus:thing",
+            "localhost",
+            "localhost:0",
+            "localhost:99999",
+            "tcp:host=x",
+            "tcp:x:1:2",
+            "tcp:host=x:port=1:bindAddress=y",
+        ):
+            error = self.assertRaises(BenchError, parseEndpoint, text)
+            self.assertIn(repr(text), str(error))
+
+
+class GeneratorTests(SynchronousTestCase):
+    """
+    L{runBench} in this process against L{ThreadedEchoServer}.
+    """
+
+    def assertApproximately(self, value: float, expected: float, error: float) -> None:
+        """
+        Assert that C{value} is within C{error} (a fraction) of C{expected}.
+        """
+        self.assertLessEqual(abs(value - expected), abs(expected) * error, value)
+
+    def assertEveryByteEchoed(self, server: ThreadedEchoServer, count: int) -> None:
+        """
+        Assert that C{server} served C{count} connections and echoed every
+        byte each sent.
+        """
+        self.assertEqual(len(server.connections), count)
+        for connection in server.connections:
+            self.assertGreater(connection.received, 0)
+            self.assertEqual(connection.echoed, connection.received)
+
+    def test_modesVerify(self) -> None:
+        """
+        Each mode measures lines and bytes, and ends only once every byte
+        sent came back.
+        """
+        for mode in ("pingpong", "lines", "stream"):
+            server = ThreadedEchoServer(self)
+            result = runBench(quick(server.endpoint, mode, size=100))
+            self.assertGreater(result.messages, 0, mode)
+            # Bytes count the lines partly echoed when measuring began and
+            # ended too.
+            self.assertApproximately(
+                result.bytesPerSecond, result.messagesPerSecond * 100, 0.01
+            )
+            self.assertGreater(result.cpuPercent, 0)
+            self.assertGreater(result.latency[0], 0)
+            self.assertLessEqual(result.latency[0], result.latency[2])
+            server.stop()
+            self.assertEveryByteEchoed(server, 2)
+            self.assertLessEqual(
+                result.messages * 100, sum(c.received for c in server.connections)
+            )
+
+    def test_slidingWindow(self) -> None:
+        """
+        C{lines}: each connection keeps exactly 16 lines in flight: a server
+        that echoes only once 16 lines wait is answered, and never gets more
+        than 16 ahead.
+        """
+        server = ThreadedEchoServer(self, holdUntil=16 * 64)
+        result = runBench(quick(server.endpoint, "lines"))
+        self.assertGreater(result.messages, 0)
+        server.stop()
+        self.assertEveryByteEchoed(server, 2)
+        for connection in server.connections:
+            self.assertEqual(connection.mostWaiting, 16 * 64)
+
+    def test_pipeline(self) -> None:
+        """
+        C{pingpong} with C{pipeline} 3 keeps 3 lines in flight.
+        """
+        server = ThreadedEchoServer(self, holdUntil=3 * 64)
+        runBench(quick(server.endpoint, "pingpong", pipeline=3))
+        server.stop()
+        for connection in server.connections:
+            self.assertEqual(connection.mostWaiting, 3 * 64)
+
+    def test_corruptionNamesConnectionAndOffset(self) -> None:
+        """
+        One changed byte fails the run, naming the connection, the offset
+        and the bytes.
+        """
+        server = ThreadedEchoServer(self, corruptAt=CORRUPT_AT)
+        error = self.assertRaises(
+            BenchError, runBench, quick(server.endpoint, "lines", connections=1)
+        )
+        message = str(error)
+        self.assertIn("connection #1:", message)
+        self.assertIn(f"offset {CORRUPT_AT} (line 2, byte 37 of 64)", message)
+        self.assertIn("expected b'", message)
+
+    def test_serverClosesEarly(self) -> None:
+        """
+        A server that closes while lines are in flight fails the run, saying
+        where.
+        """
+        server = ThreadedEchoServer(self, closeAfter=640)
+        error = self.assertRaises(
+            BenchError, runBench, quick(server.endpoint, "pingpong", connections=1)
+        )
+        self.assertIn("connection #1: the server closed", str(error))
+        self.assertIn("offset 640", str(error))
+
+    def test_serverResets(self) -> None:
+        """
+        A server that resets a connection fails the run, saying so and
+        naming the connection and endpoint.
+        """
+        server = ThreadedEchoServer(self, resetAfter=640)
+        error = self.assertRaises(
+            BenchError, runBench, quick(server.endpoint, "pingpong", connections=1)
+        )
+        self.assertIn(
+            f"connection #1: connection reset by {server.endpoint}", str(error)
+        )
+
+    def test_serverStopsAnswering(self) -> None:
+        """
+        A server that stops echoing fails the run soon after the stall
+        time, not never.
+        """
+        server = ThreadedEchoServer(self, silent=True)
+        started = time.monotonic()
+        error = self.assertRaises(
+            BenchError,
+            runBench,
+            quick(server.endpoint, "pingpong", connections=1, warmup=0),
+            stall=0.3,
+        )
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertIn("connection #1: ", str(error))
+        self.assertIn("not echoed", str(error))
+
+    def test_refused(self) -> None:
+        """
+        A port nobody listens on: refused, naming the endpoint.
+        """
+        where = f"127.0.0.1:{unusedPort()}"
+        error = self.assertRaises(BenchError, runBench, quick(where, "pingpong"))
+        self.assertIn(f"connection refused by {where}", str(error))
+
+    def test_processesAggregate(self) -> None:
+        """
+        With 2 processes, the connections come from 2 other processes, 2
+        each, and the result adds up the lines both measured.
+        """
+        if not hasattr(socket, "SO_PEERCRED"):
+            raise SkipTest("needs SO_PEERCRED to tell the clients' processes")
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "echo.sock")
+        self.addCleanup(os.unlink, path)
+        server = ThreadedEchoServer(self, unixPath=path)
+        config = quick(
+            server.endpoint, "pingpong", connections=4, processes=2, warmup=0
+        )
+        result = runBench(config)
+        server.stop()
+        self.assertEveryByteEchoed(server, 4)
+        pids = [c.pid for c in server.connections]
+        self.assertEqual(sorted(pids.count(pid) for pid in set(pids)), [2, 2])
+        self.assertNotIn(os.getpid(), pids)
+        # Without warm-up, every line echoed was measured except the last
+        # line in flight on each connection.
+        echoed = sum(c.echoed for c in server.connections) // 64
+        self.assertTrue(echoed - 4 <= result.messages <= echoed, (result, echoed))
+        self.assertGreater(result.cpuPercent, 0)
+
+    def test_processErrorReported(self) -> None:
+        """
+        A worker process's failure fails the run with its message.
+        """
+        server = ThreadedEchoServer(self, corruptAt=CORRUPT_AT)
+        error = self.assertRaises(
+            BenchError,
+            runBench,
+            quick(server.endpoint, "lines", connections=2, processes=2),
+        )
+        self.assertIn(f"offset {CORRUPT_AT}", str(error))
+        self.assertEqual(error.errors, 1)
+
+
+def parseReport(testCase: SynchronousTestCase, result: CliResult) -> dict[str, object]:
+    """
+    Assert that the command printed exactly one JSON object, with exactly
+    the documented keys, and return it.
+    """
+    text = result.stdout.decode("utf-8")
+    testCase.assertEqual(len(text.splitlines()), 1, result.describe())
+    report = json.loads(text)
+    testCase.assertIsInstance(report, dict)
+    testCase.assertEqual(set(report), JSON_KEYS)
+    testCase.assertEqual(set(report["latency_us"]), {"p50", "p90", "p99"})
+    return dict(report)
+
+
+class BenchCommandTests(TestCase):
+    """
+    C{tcpcomm bench} as users run it, against tcpcomm's servers.
+    """
+
+    async def test_modesReportJSON(self) -> None:
+        """
+        Each mode against an echo or line server exits 0 and prints one JSON
+        object with the documented keys, every byte verified.
+        """
+        echo = address(startServer(self, EchoFactory()))
+        line = address(startServer(self, LineFactory()))
+        runs = [("pingpong", echo, "1"), ("lines", line, "16"), ("stream", echo, "")]
+        results = await gatherResults(
+            [
+                runCli(
+                    self,
+                    ["bench", where, "--mode", mode, "--connections", "3", *JSON],
+                )
+                for mode, where, _ in runs
+            ]
+        )
+        for (mode, where, pipeline), result in zip(runs, results, strict=True):
+            self.assertEqual(result.code, 0, result.describe())
+            self.assertEqual(result.stderr, b"", result.describe())
+            report = parseReport(self, result)
+            self.assertEqual(report["mode"], mode)
+            self.assertEqual(report["endpoint"], where)
+            self.assertEqual(report["connections"], 3)
+            self.assertEqual(report["size"], 64)
+            self.assertEqual(report["processes"], 1)
+            self.assertEqual(report["errors"], 0)
+            self.assertIs(report["verified"], True)
+            for key in ("messages", "messages_per_s", "bytes_per_s", "cpu_percent"):
+                value = report[key]
+                assert isinstance(value, int | float), report
+                self.assertGreater(value, 0, key)
+            if pipeline:
+                self.assertEqual(report["pipeline"], int(pipeline))
+
+    async def test_summary(self) -> None:
+        """
+        Without C{--json}: a readable summary on standard output, nothing on
+        standard error (it is no terminal, so no progress line).
+        """
+        server = startServer(self, LineFactory())
+        result = await runCli(
+            self, ["bench", address(server), "--mode", "lines", *SHORT]
+        )
+        self.assertEqual(result.code, 0, result.describe())
+        self.assertEqual(result.stderr, b"")
+        text = result.stdout.decode("utf-8")
+        for fragment in ("every byte echoed and verified", "/s", "MB/s", "p99"):
+            self.assertIn(fragment, text)
+        self.assertIn("% of one core", text)
+
+    async def test_corruption(self) -> None:
+        """
+        A server that changes one byte: status 1, one error line naming the
+        connection and offset; the JSON says not verified.
+        """
+        server = startServer(self, Factory.forProtocol(Corrupter))
+        result = await runCli(
+            self,
+            [
+                "bench",
+                address(server),
+                "--mode",
+                "pingpong",
+                "--connections",
+                "1",
+                *JSON,
+            ],
+        )
+        assertOneError(self, result, "connection #1:", f"offset {CORRUPT_AT}")
+        report = parseReport(self, result)
+        self.assertIs(report["verified"], False)
+        self.assertEqual(report["errors"], 1)
+
+    async def test_refused(self) -> None:
+        """
+        A port nobody listens on: status 1 and one error line saying refused
+        and naming the endpoint.
+        """
+        where = f"127.0.0.1:{unusedPort()}"
+        result = await runCli(self, ["bench", where, "--mode", "lines"])
+        assertOneError(self, result, "refused", where)
+        self.assertEqual(result.stdout, b"")
+
+    def test_tls(self) -> None:
+        """
+        A TLS endpoint: status 1 and one error line saying TLS is not
+        supported.
+        """
+        result = runCliBlocking(["bench", "tls:localhost:1", "--mode", "lines"])
+        assertOneError(self, result, "TLS", "not supported")
+
+    def test_badArguments(self) -> None:
+        """
+        What argparse rejects ends with status 2 and a usage message: no
+        C{--mode}, a size below 2, more processes than connections.
+        """
+        assertUsageError(self, runCliBlocking(["bench", "127.0.0.1:1"]), "--mode")
+        assertUsageError(
+            self,
+            runCliBlocking(["bench", "127.0.0.1:1", "--mode", "lines", "--size", "1"]),
+            "--size",
+            "'1'",
+        )
+        assertUsageError(
+            self,
+            runCliBlocking(
+                ["bench", "127.0.0.1:1", "--mode", "pingpong", *TOO_MANY_PROCESSES]
+            ),
+            "--processes",
+        )
+
+    def test_help(self) -> None:
+        """
+        C{tcpcomm bench --help} explains the modes, the options and the exit
+        status.
+        """
+        result = runCliBlocking(["bench", "--help"])
+        self.assertEqual(result.code, 0, result.describe())
+        text = " ".join(result.stdout.decode("utf-8").split())
+        for fragment in (
+            "usage: tcpcomm bench",
+            "pingpong",
+            "stream",
+            "--connections",
+            "--pipeline",
+            "--processes",
+            "--json",
+            "Exit status",
+        ):
+            self.assertIn(fragment, text)
