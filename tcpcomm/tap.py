@@ -40,6 +40,13 @@ from tcpcomm.line import (
 )
 from tcpcomm.relay import DEFAULT_QUEUE_LIMIT, RelayFactory
 from tcpcomm.transport import writeThroughReactor
+from tcpcomm.workers import (
+    WorkerSupervisor,
+    checkWorkerOptions,
+    workerCount,
+    workerDescriptors,
+    workerServices,
+)
 
 PROTOCOLS = ("line", "echo", "chat", "relay")
 
@@ -238,6 +245,25 @@ class Options(usage.Options):
             " rest.",
             _nonNegativeSeconds,
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Serve with this many processes sharing the listening sockets (0:"
+            " one per CPU): a supervisor holds the ports and restarts a worker"
+            " that dies.  --max-connections and --max-connections-per-ip apply"
+            " to each worker.  Line and echo modes; tcp, tcp6, unix and ssl"
+            " ports.",
+            workerCount,
+        ],
+        [
+            "worker-fds",
+            None,
+            None,
+            "Internal, set by --workers: serve as a worker on the listening"
+            " sockets inherited as these file descriptors, one per --port.",
+            workerDescriptors,
+        ],
     ]
 
     compData = usage.Completions(
@@ -284,6 +310,8 @@ class Options(usage.Options):
             from tcpcomm.leanreactor import installIfNoneInstalled
 
             installIfNoneInstalled()
+        # What was typed, for --workers to start workers with.
+        self.argv = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -327,6 +355,7 @@ class Options(usage.Options):
                 self["handlerObject"] = loadHandler(self["handler"], os.getcwd())
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
+        checkWorkerOptions(self)
 
 
 def _checkEndpoint(typed: str, description: str) -> None:
@@ -473,10 +502,18 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    if config.get("workers", 1) > 1:
+        # A supervisor holding the ports for worker processes (tcpcomm.workers).
+        return WorkerSupervisor.fromOptions(config, reactor)
     factory = makeFactory(config)
     if config["max-connections"]:
         raiseFileLimit(config["max-connections"] + 64)
     parent = TcpcommService(factory, config["shutdown-timeout"])
+    if config.get("worker-fds") is not None:
+        # A worker of --workers: serve the supervisor's sockets.
+        for service in workerServices(reactor, config, factory):
+            service.setServiceParent(parent)
+        return parent
     for description in config["ports"]:
         # strports makes a busy port fail start-up instead of being logged;
         # TCP ports get write-through connections (tcpcomm.transport).
