@@ -1,0 +1,226 @@
+"""
+The servers that C{benchmarks/compare.py} compares, one per kind.
+
+Run one as C{python benchmarks/servers.py KIND [--backlog N]}: it listens on
+127.0.0.1, on a port the kernel picks, with the given listen backlog, prints
+C{KIND starting on PORT} on standard output (the line twistd logs for a
+port, so that one pattern finds every server's port), and serves until
+SIGTERM or SIGINT.  It logs warnings and worse to standard error and nothing
+else.  Every server echoes: byte echo servers send back every byte, line
+servers send back every LF-terminated line.
+
+The tcpcomm kinds are not here: C{compare.py} runs them through twistd,
+exactly as users do (L{tcpcommCommand}), because C{twistd tcpcomm} chooses
+the reactor and transport that users get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+DEFAULT_BACKLOG = 1024
+
+TWISTED_KINDS = ("twisted-echo", "twisted-linereceiver", "twisted-lineonly")
+ASYNCIO_KINDS = ("asyncio-protocol", "asyncio-streams", "uvloop-protocol")
+TCPCOMM_KINDS = ("tcpcomm-line", "tcpcomm-echo")
+KINDS = TCPCOMM_KINDS + TWISTED_KINDS + ASYNCIO_KINDS
+
+TWISTD = "from twisted.scripts.twistd import run; run()"
+"""
+twistd as a C{-c} program: C{sys.executable -c TWISTD ARGS} is C{twistd ARGS}
+run by this interpreter, finding the checkout's plugin from the working
+directory.
+"""
+
+
+def tcpcommCommand(kind: str, backlog: int) -> list[str]:
+    """
+    The command line that runs tcpcomm's server of C{kind} the way users
+    run it, C{twistd -n tcpcomm} with default options, on 127.0.0.1 and a
+    port the kernel picks; twistd logs C{... starting on PORT}.
+
+    Run it with the checkout as the working directory.
+    """
+    protocol = {"tcpcomm-line": "line", "tcpcomm-echo": "echo"}[kind]
+    return [
+        sys.executable,
+        "-c",
+        TWISTD,
+        "-n",
+        "--pidfile=",
+        "tcpcomm",
+        "--protocol",
+        protocol,
+        "--port",
+        f"tcp:0:interface=127.0.0.1:backlog={backlog}",
+    ]
+
+
+def serverCommand(kind: str, backlog: int, script: str) -> list[str]:
+    """
+    The command line that runs a server of C{kind}; C{script} is the path
+    of this file.
+    """
+    if kind in TCPCOMM_KINDS:
+        return tcpcommCommand(kind, backlog)
+    if kind not in KINDS:
+        raise ValueError(f"unknown server kind {kind!r}")
+    return [sys.executable, script, kind, "--backlog", str(backlog)]
+
+
+def announce(kind: str, port: int) -> None:
+    """
+    Say which port the server listens on, as twistd does.
+    """
+    print(f"{kind} starting on {port}", flush=True)
+
+
+def runTwisted(kind: str, backlog: int) -> None:
+    """
+    Serve a stock Twisted protocol on the default reactor (epoll on Linux).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.protocol import Protocol, ServerFactory
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+    from twisted.protocols import basic, wire
+
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(sys.stderr),
+                [LogLevelFilterPredicate(LogLevel.warn)],
+            )
+        ],
+        redirectStandardIO=False,
+    )
+
+    class LineReceiverEcho(basic.LineReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line: bytes) -> None:
+            self.sendLine(line)
+
+    class LineOnlyEcho(basic.LineOnlyReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line: bytes) -> None:
+            self.sendLine(line)
+
+    protocols: dict[str, type[Protocol]] = {
+        "twisted-echo": wire.Echo,
+        "twisted-linereceiver": LineReceiverEcho,
+        "twisted-lineonly": LineOnlyEcho,
+    }
+    factory = ServerFactory()
+    factory.protocol = protocols[kind]
+    port = reactor.listenTCP(0, factory, backlog=backlog, interface="127.0.0.1")
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    announce(kind, address.port)
+    reactor.run()
+
+
+class EchoProtocol(asyncio.Protocol):
+    """
+    Byte echo with asyncio's protocol API: every chunk read is written back.
+    """
+
+    transport: asyncio.WriteTransport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's.
+        self.transport = cast(asyncio.WriteTransport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def echoLines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """
+    Line echo with asyncio streams: C{readline}, C{write}, C{await drain()}.
+    """
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            writer.write(line)
+            await writer.drain()
+    except (ConnectionError, ValueError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serveAsyncio(kind: str, backlog: int) -> None:
+    """
+    Listen with asyncio on the running loop until SIGTERM or SIGINT.
+    """
+    loop = asyncio.get_running_loop()
+    server: asyncio.Server
+    if kind == "asyncio-streams":
+        server = await asyncio.start_server(echoLines, "127.0.0.1", 0, backlog=backlog)
+    else:
+        server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, backlog=backlog)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    announce(kind, server.sockets[0].getsockname()[1])
+    async with server:
+        await stop.wait()
+
+
+def runLoop(main: Callable[[], Awaitable[None]], newLoop: Callable[[], Any]) -> None:
+    """
+    Run C{main} to completion on a fresh loop made by C{newLoop}.
+    """
+    loop = newLoop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def runAsyncio(kind: str, backlog: int) -> None:
+    """
+    Serve with asyncio's default loop, or uvloop's for C{uvloop-*} kinds.
+    """
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    newLoop: Callable[[], Any] = asyncio.new_event_loop
+    if kind.startswith("uvloop-"):
+        import uvloop
+
+        newLoop = uvloop.new_event_loop
+    runLoop(lambda: serveAsyncio(kind, backlog), newLoop)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Run the server named on the command line.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    parser.add_argument("kind", choices=TWISTED_KINDS + ASYNCIO_KINDS)
+    parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG)
+    options = parser.parse_args(argv)
+    if options.kind in TWISTED_KINDS:
+        runTwisted(options.kind, options.backlog)
+    else:
+        runAsyncio(options.kind, options.backlog)
+
+
+if __name__ == "__main__":
+    main()
