@@ -261,7 +261,7 @@ class Options(usage.Options):
             None,
             None,
             "Internal, set by --workers: serve as a worker on the listening"
-            " sockets inherited as these file descriptors, one per --port.",
+            " sockets inherited as these file descriptors, one per --port",
             workerDescriptors,
         ],
     ]

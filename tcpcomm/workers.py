@@ -139,7 +139,7 @@ The C{twistd --logger} of workers that log to standard output.
 
 _LAUNCHER = (
     # Ctrl-C in a terminal signals the whole process group: the supervisor
-    # alone handles it (it sends SIGTERM to the workers), so a worker is not
+    # alone handles it (it asks the workers to stop), so a worker is not
     # told to stop twice.
     "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "from twisted.scripts.twistd import run; sys.exit(run())"
