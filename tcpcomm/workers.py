@@ -225,6 +225,11 @@ def checkWorkerOptions(options: usage.Options) -> None:
         return
     if os.name != "posix":
         raise usage.UsageError("--workers needs a POSIX system")
+    if options.parent is not None and options.parent.get("chroot"):
+        raise usage.UsageError(
+            "--workers cannot be combined with twistd --chroot: workers run"
+            " Python from outside it"
+        )
     if options["protocol"] not in ("line", "echo"):
         raise usage.UsageError(
             "--workers applies to --protocol line and echo only: chat and"
@@ -891,10 +896,13 @@ class WorkerSupervisor(Service):
         if self._reactor.seconds() - worker.startedAt >= STABLE_SECONDS:
             worker.quickFailures = 0
         worker.quickFailures += 1
+        # "Worker 2 (pid 4321)", or "Worker 2" if it never started.
+        name = f"Worker {worker.number}" + ("" if pid is None else f" (pid {pid})")
         if worker.quickFailures >= MAX_QUICK_FAILURES:
             self._log.critical(
-                "Worker {number} (pid {pid}) {how}, {failures} times in a row"
-                " within {stable:g} s of starting: giving up, stopping the server",
+                "{name} {how}, {failures} times in a row within {stable:g} s"
+                " of starting: giving up, stopping the server",
+                name=name,
                 number=worker.number,
                 pid=pid,
                 how=how,
@@ -905,7 +913,8 @@ class WorkerSupervisor(Service):
             return
         delay = min(RESTART_DELAY * 2 ** (worker.quickFailures - 1), MAX_RESTART_DELAY)
         self._log.error(
-            "Worker {number} (pid {pid}) {how}; restarting it in {delay:g} s",
+            "{name} {how}; restarting it in {delay:g} s",
+            name=name,
             number=worker.number,
             pid=pid,
             how=how,

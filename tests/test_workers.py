@@ -158,16 +158,26 @@ class WorkerOptionsTests(SynchronousTestCase):
         """
         Only TCP, TCP6, UNIX and TLS ports can be shared.
         """
-        options = {
-            "workers": 2,
-            "worker-fds": None,
-            "protocol": "line",
-            "ports": ["tcp:1", "systemd:domain=INET:index=0"],
-        }
-        error = self.assertRaises(
-            usage.UsageError, checkWorkerOptions, cast(usage.Options, options)
-        )
+        options = parse(self, ["--workers", "2"])
+        options["ports"] = ["tcp:1", "systemd:domain=INET:index=0"]
+        error = self.assertRaises(usage.UsageError, checkWorkerOptions, options)
         self.assertIn("cannot share --port 'systemd:", str(error))
+
+    def test_chrootRefused(self) -> None:
+        """
+        twistd's C{--chroot} and C{--workers} are one C{twistd tcpcomm:
+        error:} line together.
+        """
+        error = self.assertRaises(
+            SystemExit,
+            ServerOptions().parseOptions,
+            ["--chroot", "/srv", "tcpcomm", "--workers", "2"],
+        )
+        self.assertEqual(
+            error.code,
+            "twistd tcpcomm: error: --workers cannot be combined with twistd"
+            " --chroot: workers run Python from outside it",
+        )
 
     def test_workerDescriptors(self) -> None:
         """
@@ -543,8 +553,7 @@ class SupervisorTests(SynchronousTestCase):
         self.reactor.processes[0].end(FAILED)
         self.reactor.advance(0.1)
         self.assertIn(
-            "Worker 1 (pid None) could not be started: no more processes;"
-            " restarting it in 0.2 s",
+            "Worker 1 could not be started: no more processes; restarting it in 0.2 s",
             self.logged(),
         )
         self.reactor.failSpawn = False
