@@ -114,8 +114,14 @@ Seconds all of a process's connections may take to open.
 
 GRACE = 3.0
 """
-Seconds the server has, after the measured time, to echo what is in flight;
-and the longest it may leave a connection without an answer at any time.
+The longest the server may leave a connection that waits for an echo
+without one, at any time: past it the server has stopped answering.
+"""
+
+FINISH_LIMIT = 10.0
+"""
+Seconds the server has, after the measured time, to echo all that is in
+flight, as long as it keeps answering (L{GRACE}).
 """
 
 HISTOGRAM_BUCKETS = 2048
@@ -920,8 +926,9 @@ class _Generator:
         come back verified.
 
         @param progress: Called about once a second.
-        @param stall: Seconds any connection may wait for an echo, and the
-            server has to finish after the measured time.
+        @param stall: Seconds any connection may wait for an echo (the server
+            has at most L{FINISH_LIMIT}, or this if longer, to echo what is
+            in flight at the end).
         @raise BenchError: At the first problem.
         """
         assert self.poller is not None
@@ -984,7 +991,7 @@ class _Generator:
         start = now()
         warmupEnd = start + int(config.warmup * second)
         measureEnd = warmupEnd + int(config.duration * second)
-        deadline = measureEnd + stallNs
+        deadline = measureEnd + int(max(stall, FINISH_LIMIT) * second)
         phase = "warm-up"
         phaseStart = start
         sending = True
@@ -1051,8 +1058,8 @@ class _Generator:
                     late = next(c for c in self.connections if c.received < c.target)
                     raise BenchError(
                         f"{late.name}: {late.target - late.received} bytes not"
-                        f" echoed {stall:g} s after the end, at offset"
-                        f" {late.received}"
+                        f" echoed {(t - measureEnd) / second:.0f} s after the end,"
+                        f" at offset {late.received}"
                     )
                 nextTick = t + second
                 if phase == "warm-up":
@@ -1357,7 +1364,12 @@ def _superviseWorkers(
                 worker.pending += chunk
                 *lines, worker.pending = worker.pending.split(b"\n")
                 for line in lines:
-                    _handleReport(worker, json.loads(line))
+                    try:
+                        report = json.loads(line)
+                    except ValueError:
+                        continue  # Not ours: whatever else wrote to stdout.
+                    if isinstance(report, dict):
+                        _handleReport(worker, report)
             if any(w.error for w in workers):
                 break
             if not started and all(w.ready for w in workers):
@@ -1365,7 +1377,11 @@ def _superviseWorkers(
                 for worker in workers:
                     worker.tell("go")
                 deadline = (
-                    time.monotonic() + config.warmup + config.duration + stall + 15.0
+                    time.monotonic()
+                    + config.warmup
+                    + config.duration
+                    + max(stall, FINISH_LIMIT)
+                    + 15.0
                 )
             reports = [w.progress for w in workers if w.progress is not None]
             if (
@@ -1410,8 +1426,7 @@ def runBench(
 
     @param progress: Called about once a second with how it goes.
     @param stall: Seconds a connection may go without an echo while it
-        waits for one, and the server has to echo what is in flight at the
-        end.
+        waits for one (L{GRACE}).
     @raise BenchError: At the first problem, with a one-line message; with
         several processes, the first process's problem, its C{errors}
         attribute the number of processes that failed.

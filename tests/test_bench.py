@@ -608,6 +608,21 @@ class GeneratorTests(SynchronousTestCase):
         for connection in server.connections:
             self.assertEqual(connection.mostWaiting, 3 * 64)
 
+    def test_windowLargerThanSocketBuffers(self) -> None:
+        """
+        C{stream} with 16 MiB in flight per connection, more than a socket
+        takes at once: the rest goes out as the socket drains, and every
+        byte comes back.
+        """
+        server = ThreadedEchoServer(self)
+        window = 16 * 1024 * 1024
+        result = runBench(quick(server.endpoint, "stream", pipeline=window // 64))
+        self.assertGreater(result.messages, 0)
+        server.stop()
+        self.assertEveryByteEchoed(server, 2)
+        for connection in server.connections:
+            self.assertGreaterEqual(connection.received, window)
+
     def test_corruptionNamesConnectionAndOffset(self) -> None:
         """
         One changed byte fails the run, naming the connection, the offset
