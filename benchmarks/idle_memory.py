@@ -55,8 +55,8 @@ The checkout: servers run from here, so that they import its C{tcpcomm}.
 KINDS = ("tcpcomm-line", "tcpcomm-echo", "twisted-line", "twisted-echo")
 
 DESCRIPTIONS = {
-    "tcpcomm-line": "tcpcomm `LineFactory()` (echoes lines)",
-    "tcpcomm-echo": "tcpcomm `EchoFactory()`",
+    "tcpcomm-line": "tcpcomm line (as `twistd tcpcomm` serves it)",
+    "tcpcomm-echo": "tcpcomm echo (as `twistd tcpcomm --protocol echo` serves it)",
     "twisted-line": "Twisted `LineOnlyReceiver` echoing lines",
     "twisted-echo": "Twisted `wire.Echo`",
 }
@@ -94,6 +94,15 @@ equal.
 
 SERVER = """\
 import resource, sys
+
+kind, backlog, wanted = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if kind.startswith("tcpcomm-"):
+    # As twistd tcpcomm runs: its lean reactor (where epoll exists).
+    import select
+    if hasattr(select, "epoll"):
+        from tcpcomm.leanreactor import install
+        install()
+
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory
 from twisted.logger import (
@@ -101,7 +110,6 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-kind, backlog, wanted = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if hard == resource.RLIM_INFINITY:
     hard = max(soft, wanted)
@@ -117,29 +125,37 @@ globalLogBeginner.beginLoggingTo(
     redirectStandardIO=False,
 )
 
-if kind == "tcpcomm-line":
-    from tcpcomm import LineFactory
-    factory = LineFactory()
-elif kind == "tcpcomm-echo":
-    from tcpcomm import EchoFactory
-    factory = EchoFactory()
-elif kind == "twisted-line":
-    from twisted.protocols.basic import LineOnlyReceiver
+if kind.startswith("tcpcomm-"):
+    # The factory twistd tcpcomm builds, with its defaults (idle timeout
+    # 300 s and so on) but room for every connection, listening with its
+    # write-through TCP transport.
+    from tcpcomm import tap, transport
 
-    class LineEcho(LineOnlyReceiver):
-        delimiter = b"\\n"
-
-        def lineReceived(self, line):
-            self.sendLine(line)
-
-    factory = Factory.forProtocol(LineEcho)
-elif kind == "twisted-echo":
-    from twisted.protocols.wire import Echo
-    factory = Factory.forProtocol(Echo)
+    options = tap.Options()
+    options.parseOptions(
+        ["--protocol", kind.removeprefix("tcpcomm-"), "--max-connections", str(wanted)]
+    )
+    factory = tap.makeFactory(options)
+    port = transport.listenTCP(
+        reactor, 0, factory, backlog=backlog, interface="127.0.0.1"
+    )
 else:
-    raise SystemExit(f"unknown kind {kind!r}")
+    if kind == "twisted-line":
+        from twisted.protocols.basic import LineOnlyReceiver
 
-port = reactor.listenTCP(0, factory, backlog=backlog, interface="127.0.0.1")
+        class LineEcho(LineOnlyReceiver):
+            delimiter = b"\\n"
+
+            def lineReceived(self, line):
+                self.sendLine(line)
+
+        factory = Factory.forProtocol(LineEcho)
+    elif kind == "twisted-echo":
+        from twisted.protocols.wire import Echo
+        factory = Factory.forProtocol(Echo)
+    else:
+        raise SystemExit(f"unknown kind {kind!r}")
+    port = reactor.listenTCP(0, factory, backlog=backlog, interface="127.0.0.1")
 print(port.getHost().port, flush=True)
 reactor.run()
 """

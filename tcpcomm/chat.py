@@ -36,8 +36,13 @@ class ChatProtocol(LineProtocol):
     A member of the factory's L{ChatRoom}.
     """
 
+    __slots__ = ("_joined",)
+
     factory: ChatFactory
-    _joined = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._joined = False
 
     def connectionMade(self) -> None:
         """
@@ -50,7 +55,7 @@ class ChatProtocol(LineProtocol):
         self._joined = True
         self.send(
             b"* welcome, %s: /nick NAME to change it, /who to list"
-            b" who is here%s" % (name.encode(), self._delimiter)
+            b" who is here%s" % (name.encode(), self.factory.delimiter)
         )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -64,7 +69,7 @@ class ChatProtocol(LineProtocol):
         """
         Show this client a line from the room.
         """
-        self.sendUnasked(line + self._delimiter)
+        self.sendUnasked(line + self.factory.delimiter)
 
     def lineReceived(self, line: bytes) -> HandlerResult:
         """

@@ -11,11 +11,18 @@ drains, reading resumes.  A subclass can hold reading paused for reasons of
 its own with L{ConnectionProtocol.holdReading}.  Reading never resumes once the
 peer has half-closed, and the producer is unregistered before the connection
 is closed, so a paused connection still closes.
+
+Idle connections are cheap: a connection that has sent nothing holds its
+protocol object (a few slots), its place in the factory's L{OpenConnections}
+(two pointers) and nothing else of tcpcomm's -- no timer (one sweeper per
+factory times idle connections out), no buffer, no text.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -24,12 +31,14 @@ from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
     IHalfCloseableProtocol,
+    ILoggingContext,
+    IProtocol,
     IPushProducer,
     IReactorTime,
     ITCPTransport,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -58,8 +67,64 @@ reset; after that it is aborted.
 """
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
-class ConnectionProtocol(Protocol):
+IDLE_SWEEPS = 4
+"""
+How many times per idle timeout a factory sweeps its connections for idle
+ones: a connection with no activity for the idle timeout T is told (or, when
+closing, aborted) by the first sweep after T, between T and T + T/4 after its
+last activity.
+"""
+
+# ConnectionProtocol._flags: a connection's state in one int.  Those of a
+# working connection stay below 256, so that its flags are one of CPython's
+# shared small ints rather than an int object of its own: the idle count (how
+# many sweeps found it idle, see IDLE_SWEEPS) in the three lowest bits, then
+# the flags that come and go while it works.  The flags of a closing
+# connection are above.  Subclasses use the bits from 1 << 16 on.
+_IDLE = 0b111
+_ACTIVE = ~_IDLE
+_HANDLING = 1 << 3
+_WRITE_BLOCKED = 1 << 4
+_READING_PAUSED = 1 << 5
+_HELD = 1 << 6
+_QUEUED = 1 << 7
+_CLOSING = 1 << 8
+_INPUT_CLOSED = 1 << 9
+_LINGERING = 1 << 10
+_DISCONNECTED = 1 << 11
+_REFUSED = 1 << 12
+_TIMED_OUT = 1 << 13
+SUBCLASS_FLAGS = 1 << 16
+"""
+The lowest bit of L{ConnectionProtocol}'s flags that subclasses may use.
+"""
+
+
+class _Extra:
+    """
+    What a connection keeps only once it needs it: an idle connection has
+    none of it.
+
+    @ivar holds: Holds taken with L{ConnectionProtocol.holdReading}.
+    @ivar lingerTimer: The abort backstop of a lingering close.
+    @ivar queued: Unasked data waiting for the peer to read.
+    @ivar queuedBytes: How many bytes C{queued} holds.
+    @ivar peer: The peer's description, kept for peers whose description
+        cannot be made again once the connection has closed.
+    """
+
+    __slots__ = ("holds", "lingerTimer", "peer", "queued", "queuedBytes")
+
+    def __init__(self) -> None:
+        self.peer: str | None = None
+        self.holds = 0
+        self.lingerTimer: IDelayedCall | None = None
+        self.queued: deque[bytes] | tuple[()] = ()
+        self.queuedBytes = 0
+
+
+@implementer(IProtocol, ILoggingContext, IHalfCloseableProtocol, IPushProducer)
+class ConnectionProtocol:
     """
     Base class for tcpcomm's server protocols.
 
@@ -72,72 +137,200 @@ class ConnectionProtocol(Protocol):
     makes no progress for the idle timeout (or, when lingering,
     L{LINGER_SECONDS}) is aborted, so none hangs on a peer that never reads.
 
+    Memory: a server may hold tens of thousands of idle connections, so this
+    is a slotted class of its own rather than a subclass of Twisted's
+    C{Protocol} (whose instances carry a dictionary), its state flags are bits
+    of one small int, what only a busy or closing connection needs is made
+    when first needed (L{_Extra}), and the peer's address is formatted when a
+    log line needs it.  Subclasses that add state should declare
+    C{__slots__} too, and call C{super().__init__()} from an C{__init__} of
+    their own.
+
     @ivar factory: The L{ConnectionFactory} that built this protocol.
-    @ivar peer: The peer's address as text, set when the connection is made.
-    @ivar host: The peer's IP address, or C{None} (UNIX sockets).
+    @ivar transport: The connection's transport, once connected.
     @ivar bytesIn: Bytes received on this connection.
     @ivar bytesOut: Bytes sent (handed to the transport) on this connection.
-    @ivar readingPaused: Whether reading from the socket is paused now.
-    @ivar inputClosed: Whether the peer has half-closed (sent FIN).
-    @ivar refused: Whether this connection was over a limit and refused.
-    @ivar closing: Whether this side has decided to close.
-    @ivar lingering: Whether this side has sent its last words and now
-        discards input until the peer closes (see L{lingeringClose}).
-    @ivar disconnected: Whether the connection is gone.
     """
+
+    __slots__ = (
+        "_extra",
+        "_flags",
+        "_next",
+        "_prev",
+        "bytesIn",
+        "bytesOut",
+        "factory",
+        "transport",
+    )
 
     factory: ConnectionFactory
     transport: IFlowControlledTransport
+    bytesIn: int
+    bytesOut: int
+    _flags: int
+    _extra: _Extra | None
+    # Neighbours in the factory's OpenConnections.
+    _prev: ConnectionProtocol | None
+    _next: ConnectionProtocol | None
     _log: ClassVar[Logger] = Logger()
 
-    peer: str = "(not connected)"
-    host: str | None = None
-    bytesIn: int = 0
-    bytesOut: int = 0
-    readingPaused: bool = False
-    inputClosed: bool = False
-    refused: bool = False
-    closing: bool = False
-    lingering: bool = False
-    disconnected: bool = False
-    _lingerTimer: IDelayedCall | None = None
-    _idleTimer: IDelayedCall | None = None
-    _lastActivity: float = 0.0
-    _timedOut: bool = False
-    _writeBlocked: bool = False
-    _holds: int = 0
-    _queued: deque[bytes] | tuple[()] = ()
-    _queuedBytes: int = 0
+    def __init__(self) -> None:
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self._flags = 0
+        self._extra = None
+        self._prev = None
+        self._next = None
+
+    # IProtocol and ILoggingContext, as Twisted's Protocol has them.
+
+    def makeConnection(self, transport: ITransport) -> None:
+        """
+        Take C{transport} as this connection's and call L{connectionMade}.
+        """
+        self.transport = cast(IFlowControlledTransport, transport)
+        self.connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Bytes arrived; subclasses handle them.  By default: ignore them.
+        """
+
+    def logPrefix(self) -> str:
+        """
+        Name this connection's class in Twisted's log context.
+        """
+        return self.__class__.__name__
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether the connection is made and not lost.
+        """
+        return hasattr(self, "transport") and not self._flags & _DISCONNECTED
+
+    # State, as seen from outside.
+
+    @property
+    def peer(self) -> str:
+        """
+        The peer's address as text (see L{describePeer}), or
+        C{"(not connected)"}.
+        """
+        extra = self._extra
+        if extra is not None and extra.peer is not None:
+            return extra.peer
+        transport: ITransport | None = getattr(self, "transport", None)
+        if transport is None:
+            return "(not connected)"
+        address = transport.getPeer()
+        if isinstance(address, (IPv4Address, IPv6Address)):
+            # Made again each time it is needed (when logging): a TCP
+            # transport keeps its peer's address after the close.
+            return formatAddress(address)
+        # Others (a UNIX socket client is named after the server's socket,
+        # which is gone after the close): kept from the first time.
+        text = describePeer(transport)
+        self._getExtra().peer = text
+        return text
+
+    @property
+    def host(self) -> str | None:
+        """
+        The peer's IP address, or C{None} (UNIX sockets, or not connected).
+        """
+        transport: ITransport | None = getattr(self, "transport", None)
+        if transport is None:
+            return None
+        address = transport.getPeer()
+        if isinstance(address, (IPv4Address, IPv6Address)):
+            return address.host
+        return None
+
+    @property
+    def readingPaused(self) -> bool:
+        """
+        Whether reading from the socket is paused now.
+        """
+        return bool(self._flags & _READING_PAUSED)
+
+    @property
+    def inputClosed(self) -> bool:
+        """
+        Whether the peer has half-closed (sent FIN).
+        """
+        return bool(self._flags & _INPUT_CLOSED)
+
+    @property
+    def refused(self) -> bool:
+        """
+        Whether this connection was over a limit and refused.
+        """
+        return bool(self._flags & _REFUSED)
+
+    @property
+    def closing(self) -> bool:
+        """
+        Whether this side has decided to close.
+        """
+        return bool(self._flags & _CLOSING)
+
+    @property
+    def lingering(self) -> bool:
+        """
+        Whether this side has sent its last words and now discards input
+        until the peer closes (see L{lingeringClose}).
+        """
+        return bool(self._flags & _LINGERING)
+
+    @property
+    def disconnected(self) -> bool:
+        """
+        Whether the connection is gone.
+        """
+        return bool(self._flags & _DISCONNECTED)
+
+    @property
+    def queuedBytes(self) -> int:
+        """
+        How many bytes of unasked data (L{sendUnasked}) wait for the peer.
+        """
+        extra = self._extra
+        return 0 if extra is None else extra.queuedBytes
+
+    def _getExtra(self) -> _Extra:
+        """
+        This connection's L{_Extra}, made on first use.
+        """
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = _Extra()
+        return extra
+
+    # Opening and closing.
 
     def connectionMade(self) -> None:
         """
-        Ask the factory to admit the connection; if it does, register as
-        our transport's producer and start the idle clock, else refuse.
+        Ask the factory to admit the connection (which starts watching it for
+        idleness); if it does, register as our transport's producer, else
+        refuse.
         """
-        self.peer = describePeer(self.transport)
-        address = self.transport.getPeer()
-        if isinstance(address, (IPv4Address, IPv6Address)):
-            self.host = address.host
         refusal = self.factory.connectionOpened(self)
         if refusal is not None:
-            self.refused = True
+            self._flags |= _REFUSED
             self.refuse(refusal)
             return
         self.transport.registerProducer(self, True)
-        timeout = self.factory.idleTimeout
-        if timeout:
-            clock = self.factory.clock
-            self._lastActivity = clock.seconds()
-            self._idleTimer = clock.callLater(timeout, self._checkIdle)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Stop the timers and tell the factory, which logs the connection's
         totals.
         """
-        self.closing = True
-        self.disconnected = True
-        for timer in (self._lingerTimer, self._idleTimer):
+        self._flags |= _CLOSING | _DISCONNECTED
+        extra = self._extra
+        if extra is not None:
+            timer = extra.lingerTimer
             if timer is not None and timer.active():
                 timer.cancel()
         self.factory.connectionClosed(self, reason)
@@ -159,8 +352,7 @@ class ConnectionProtocol(Protocol):
         self.bytesOut += size
         self.factory.stats.bytesOut += size
         self.transport.write(data)
-        if self._idleTimer is not None:
-            self._lastActivity = self.factory.clock.seconds()
+        self._flags &= _ACTIVE
 
     def sendUnasked(self, data: bytes) -> None:
         """
@@ -170,26 +362,28 @@ class ConnectionProtocol(Protocol):
         sent as the buffer drains.  When that queue would pass the factory's
         C{maxPendingBytes}, the peer is too slow: L{tooSlow}.
         """
-        if (
-            not (self._writeBlocked or self._queued)
-            or self.factory.maxPendingBytes is None
-        ):
+        flags = self._flags
+        limit = self.factory.maxPendingBytes
+        if not flags & (_WRITE_BLOCKED | _QUEUED) or limit is None:
             self.send(data)
             return
-        if self.closing:
+        if flags & _CLOSING:
             return
-        if not self._queued:
-            self._queued = deque()
-        self._queued.append(data)
-        self._queuedBytes += len(data)
-        if self._queuedBytes > self.factory.maxPendingBytes:
-            self._queued = ()
-            self._queuedBytes = 0
+        extra = self._getExtra()
+        if not extra.queued:
+            extra.queued = deque()
+            self._flags = flags | _QUEUED
+        extra.queued.append(data)
+        extra.queuedBytes += len(data)
+        if extra.queuedBytes > limit:
+            extra.queued = ()
+            extra.queuedBytes = 0
+            self._flags &= ~_QUEUED
             self.factory.stats.tooSlow += 1
             self._log.info(
                 "{peer} is too slow: over {limit} bytes waiting; closing",
                 peer=self.peer,
-                limit=self.factory.maxPendingBytes,
+                limit=limit,
             )
             self.tooSlow()
 
@@ -197,51 +391,46 @@ class ConnectionProtocol(Protocol):
         """
         Send what L{sendUnasked} queued, until the transport is full again.
         """
-        queued = self._queued
-        while queued and not self._writeBlocked and not self.closing:
+        extra = self._getExtra()
+        queued = extra.queued
+        while queued and not self._flags & (_WRITE_BLOCKED | _CLOSING):
+            assert isinstance(queued, deque)
             data = queued.popleft()
-            self._queuedBytes -= len(data)
+            extra.queuedBytes -= len(data)
             self.send(data)
+        if not queued:
+            self._flags &= ~_QUEUED
 
     def touch(self) -> None:
         """
         Note activity that sends nothing (a line handled without a reply),
         putting off the idle timeout.
         """
-        if self._idleTimer is not None:
-            self._lastActivity = self.factory.clock.seconds()
+        self._flags &= _ACTIVE
 
-    def _checkIdle(self) -> None:
+    def _idleTimeoutPassed(self) -> None:
         """
-        The idle timer fired: time out if nothing happened for the idle
-        timeout, else wait for the rest of it.
+        The factory's sweeps found this connection idle for a whole idle
+        timeout: time out, or abort if it was closing (or timed out already)
+        and made no progress since.
         """
-        clock = self.factory.clock
-        timeout = self.factory.idleTimeout
-        assert timeout
-        idle = clock.seconds() - self._lastActivity
-        if idle < timeout:
-            self._idleTimer = clock.callLater(timeout - idle, self._checkIdle)
+        flags = self._flags & _ACTIVE
+        self._flags = flags
+        if not flags & _CLOSING and self.isBusy():
             return
-        if self.isBusy() and not self.closing:
-            self._lastActivity = clock.seconds()
-            self._idleTimer = clock.callLater(timeout, self._checkIdle)
-            return
-        self._idleTimer = None
-        if self.closing or self._timedOut:
-            # Closing, or timed out already, and no progress for a whole
-            # timeout since: give up on it.
+        if flags & (_CLOSING | _TIMED_OUT):
             self._log.info(
                 "{peer} made no progress while closing; aborting", peer=self.peer
             )
             self.transport.abortConnection()
             return
-        self._timedOut = True
+        self._flags = flags | _TIMED_OUT
         self.factory.stats.idleTimeouts += 1
         self._log.info(
-            "{peer} idle for {timeout} s; closing", peer=self.peer, timeout=timeout
+            "{peer} idle for {timeout} s; closing",
+            peer=self.peer,
+            timeout=self.factory.idleTimeout,
         )
-        self._idleTimer = clock.callLater(timeout, self._checkIdle)
         self.idleTimedOut()
 
     # Hooks for what subclasses have to say.
@@ -287,8 +476,9 @@ class ConnectionProtocol(Protocol):
         The peer half-closed: it will send nothing more.  Never read again,
         then hand over to L{inputEnded}.
         """
-        self.inputClosed = True
-        if self.lingering or self.refused:
+        flags = self._flags
+        self._flags = flags | _INPUT_CLOSED
+        if flags & (_LINGERING | _REFUSED):
             self.transport.loseConnection()
             return
         self.inputEnded()
@@ -312,9 +502,9 @@ class ConnectionProtocol(Protocol):
         The producer is unregistered first: a transport with a paused
         producer never finishes closing.
         """
-        if self.closing:
+        if self._flags & _CLOSING:
             return
-        self.closing = True
+        self._flags |= _CLOSING
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
@@ -329,18 +519,18 @@ class ConnectionProtocol(Protocol):
         still sends, and close once it closes too.  After L{LINGER_SECONDS}
         the connection is aborted, sent or not.
         """
-        if self.closing:
+        flags = self._flags
+        if flags & _CLOSING:
             return
-        if self.inputClosed:
+        if flags & _INPUT_CLOSED:
             self.closeWhenFlushed()
             return
-        self.closing = True
-        self.lingering = True
-        if not self.refused:
+        self._flags = flags | _CLOSING | _LINGERING
+        if not flags & _REFUSED:
             self.transport.unregisterProducer()
         self.transport.resumeProducing()
         self.transport.loseWriteConnection()
-        self._lingerTimer = self.factory.clock.callLater(
+        self._getExtra().lingerTimer = self.factory.clock.callLater(
             LINGER_SECONDS, self.transport.abortConnection
         )
 
@@ -350,15 +540,15 @@ class ConnectionProtocol(Protocol):
         """
         The transport's write buffer is full: stop reading until it drains.
         """
-        self._writeBlocked = True
+        self._flags |= _WRITE_BLOCKED
         self._updateReading()
 
     def resumeProducing(self) -> None:
         """
         The transport's write buffer has drained: read again unless held.
         """
-        self._writeBlocked = False
-        if self._queued:
+        self._flags &= ~_WRITE_BLOCKED
+        if self._flags & _QUEUED:
             self._sendQueued()
         self._updateReading()
 
@@ -372,14 +562,20 @@ class ConnectionProtocol(Protocol):
         Keep reading paused, for a reason of the subclass's own, until a
         matching L{releaseReading}.  Holds nest.
         """
-        self._holds += 1
+        extra = self._getExtra()
+        extra.holds += 1
+        if extra.holds > 0:
+            self._flags |= _HELD
         self._updateReading()
 
     def releaseReading(self) -> None:
         """
         Drop one hold taken with L{holdReading}.
         """
-        self._holds -= 1
+        extra = self._getExtra()
+        extra.holds -= 1
+        if extra.holds <= 0:
+            self._flags &= ~_HELD
         self._updateReading()
 
     def summary(self) -> str:
@@ -389,13 +585,15 @@ class ConnectionProtocol(Protocol):
         return f"{self.bytesIn} bytes in, {self.bytesOut} bytes out"
 
     def _updateReading(self) -> None:
-        pause = self._writeBlocked or self._holds > 0
-        if pause == self.readingPaused or self.inputClosed or self.closing:
+        flags = self._flags
+        pause = bool(flags & (_WRITE_BLOCKED | _HELD))
+        if pause == bool(flags & _READING_PAUSED) or flags & (_INPUT_CLOSED | _CLOSING):
             return
-        self.readingPaused = pause
         if pause:
+            self._flags = flags | _READING_PAUSED
             self.transport.pauseProducing()
         else:
+            self._flags = flags & ~_READING_PAUSED
             self.transport.resumeProducing()
 
 
@@ -412,6 +610,80 @@ def describePeer(transport: ITransport) -> str:
     return formatAddress(peer)
 
 
+class OpenConnections(AbstractSet[ConnectionProtocol]):
+    """
+    The connections a factory has open, in the order they opened: a
+    read-only set (it compares equal to a C{set} of the same connections).
+
+    The connections themselves are the links of a doubly linked list, which
+    costs each of them two pointers and nothing more: less than a C{set} or
+    C{dict} entry, and no table to grow.  Adding and removing are O(1).
+    Iterating tolerates connections closing meanwhile (the current one
+    included); connections that open meanwhile may or may not be seen.
+    """
+
+    __slots__ = ("_count", "_first", "_last")
+
+    def __init__(self) -> None:
+        self._first: ConnectionProtocol | None = None
+        self._last: ConnectionProtocol | None = None
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, ConnectionProtocol):
+            return False
+        if item._prev is None and item is not self._first:
+            return False
+        # Linked: in this set, unless another factory's.
+        owner = getattr(item, "factory", None)
+        return getattr(owner, "connections", self) is self
+
+    def __iter__(self) -> Iterator[ConnectionProtocol]:
+        node = self._first
+        while node is not None:
+            if node._prev is not None or node is self._first:
+                yield node
+            # A connection removed meanwhile keeps its link forward.
+            node = node._next
+
+    def __repr__(self) -> str:
+        return f"<OpenConnections: {self._count}>"
+
+    def add(self, protocol: ConnectionProtocol) -> None:
+        """
+        Add C{protocol}, which must not be in any L{OpenConnections}.
+        """
+        last = self._last
+        protocol._prev = last
+        protocol._next = None
+        if last is None:
+            self._first = protocol
+        else:
+            last._next = protocol
+        self._last = protocol
+        self._count += 1
+
+    def remove(self, protocol: ConnectionProtocol) -> None:
+        """
+        Remove C{protocol}, which must be in this set.
+        """
+        before, after = protocol._prev, protocol._next
+        if before is None:
+            self._first = after
+        else:
+            before._next = after
+        if after is None:
+            self._last = before
+        else:
+            after._prev = before
+        # Its forward link stays, for an iteration standing on it.
+        protocol._prev = None
+        self._count -= 1
+
+
 if TYPE_CHECKING:
     _FactoryBase = Factory[ConnectionProtocol]
 else:
@@ -422,14 +694,21 @@ else:
 class ConnectionFactory(_FactoryBase):
     """
     Base class for tcpcomm's server factories: keeps L{ServerStats}, the set
-    of open connections and their limits, and logs each connection's opening
-    and closing.
+    of open connections and their limits, logs each connection's opening
+    and closing, and closes idle connections.
+
+    The idle timeout costs one timer per factory, not one per connection:
+    while connections are open, the factory sweeps them L{IDLE_SWEEPS} times
+    per timeout, and a connection that no sweep has seen active for a whole
+    timeout is timed out.  So a connection idle for the timeout T is told
+    between T and T + T/4 after its last activity, and one that is closing
+    and makes no progress is aborted within the same margin.
 
     @ivar stats: Counters for every connection this factory built.
-    @ivar connections: The connections open now (refused ones not counted).
     @ivar limits: The connection limits, in all and per client host.
     @ivar idleTimeout: Seconds without activity after which a connection is
-        closed, or C{None}.
+        closed, or C{None}.  Read at each sweep; a change applies from the
+        next sweep, or from the next connection when none are open.
     @ivar maxPendingBytes: How many bytes of unasked data (see
         L{ConnectionProtocol.sendUnasked}) may wait for a slow peer before it
         is dropped as too slow, or C{None} for no limit (and no queue: data
@@ -461,7 +740,7 @@ class ConnectionFactory(_FactoryBase):
         if idleTimeout is not None and idleTimeout < 0:
             raise ValueError(f"idleTimeout must not be negative, not {idleTimeout}")
         self.stats = ServerStats()
-        self.connections: set[ConnectionProtocol] = set()
+        self._open = OpenConnections()
         self.limits = ConnectionLimits(maxConnections, maxConnectionsPerHost)
         self.idleTimeout = idleTimeout or None
         if maxPendingBytes is not None and maxPendingBytes < 1:
@@ -470,7 +749,17 @@ class ConnectionFactory(_FactoryBase):
             )
         self.maxPendingBytes = maxPendingBytes
         self._clock = clock
+        self._sweeper: IDelayedCall | None = None
+        self._sweepDue = 0.0
         self._drained: list[Deferred[None]] = []
+
+    @property
+    def connections(self) -> OpenConnections:
+        """
+        The connections open now (refused ones not counted), in the order
+        they opened.
+        """
+        return self._open
 
     @property
     def clock(self) -> IReactorTime:
@@ -497,7 +786,7 @@ class ConnectionFactory(_FactoryBase):
 
     def connectionOpened(self, protocol: ConnectionProtocol) -> str | None:
         """
-        Admit, count and log a new connection.
+        Admit, count and log a new connection, and watch it for idleness.
 
         @return: C{None} if it is admitted, else why it is refused.
         """
@@ -508,19 +797,21 @@ class ConnectionFactory(_FactoryBase):
                 "{peer} refused: {reason}", peer=protocol.peer, reason=refusal
             )
             return refusal
-        self.connections.add(protocol)
+        self._open.add(protocol)
         self.stats.connectionsOpen += 1
         self.stats.connectionsTotal += 1
         self._log.info("{peer} connected", peer=protocol.peer)
+        if self._sweeper is None and self.idleTimeout:
+            self._scheduleSweep(self.clock.seconds() + self.idleTimeout / IDLE_SWEEPS)
         return None
 
     def connectionClosed(self, protocol: ConnectionProtocol, reason: Failure) -> None:
         """
         Count and log a closed connection with its byte counts.
         """
-        if protocol not in self.connections:
+        if protocol not in self._open:
             return
-        self.connections.discard(protocol)
+        self._open.remove(protocol)
         self.limits.release(protocol.host)
         self.stats.connectionsOpen -= 1
         self._log.info(
@@ -531,10 +822,42 @@ class ConnectionFactory(_FactoryBase):
             bytesOut=protocol.bytesOut,
             reason=reason.getErrorMessage(),
         )
-        if not self.connections:
+        if not self._open:
+            sweeper, self._sweeper = self._sweeper, None
+            if sweeper is not None and sweeper.active():
+                sweeper.cancel()
             drained, self._drained = self._drained, []
             for d in drained:
                 d.callback(None)
+
+    def _sweep(self) -> None:
+        """
+        Count one more idle sweep for every open connection that was not
+        active since the last one; time out those idle for a whole timeout.
+        """
+        self._sweeper = None
+        timeout = self.idleTimeout
+        if not timeout:
+            return
+        for protocol in self._open:
+            flags = protocol._flags
+            if (flags & _IDLE) < IDLE_SWEEPS:
+                protocol._flags = flags + 1
+            else:
+                protocol._idleTimeoutPassed()
+        if self._open and self._sweeper is None:
+            # On the schedule, not an interval after this sweep ran, so that
+            # lateness does not add up; but never sooner than an interval
+            # from now after a stall, so that sweeps do not come in a burst
+            # (which would time connections out early).
+            interval = timeout / IDLE_SWEEPS
+            now = self.clock.seconds()
+            due = self._sweepDue + interval
+            self._scheduleSweep(due if due > now else now + interval)
+
+    def _scheduleSweep(self, due: float) -> None:
+        self._sweepDue = due
+        self._sweeper = self.clock.callLater(due - self.clock.seconds(), self._sweep)
 
     def shutDown(self, timeout: float) -> Deferred[None]:
         """
@@ -546,24 +869,24 @@ class ConnectionFactory(_FactoryBase):
 
         @return: A Deferred that fires once no connection is left.
         """
-        if not self.connections:
+        if not self._open:
             return succeed(None)
         self._log.info(
             "Shutting down: finishing {count} connections (at most {timeout} s)",
-            count=len(self.connections),
+            count=len(self._open),
             timeout=timeout,
         )
         done: Deferred[None] = Deferred()
         self._drained.append(done)
-        for protocol in list(self.connections):
+        for protocol in list(self._open):
             protocol.shutDown()
 
         def abortTheRest() -> None:
             self._log.warn(
                 "Shutdown timeout: aborting {count} connections",
-                count=len(self.connections),
+                count=len(self._open),
             )
-            for protocol in list(self.connections):
+            for protocol in list(self._open):
                 protocol.transport.abortConnection()
 
         backstop = self.clock.callLater(timeout, abortTheRest)

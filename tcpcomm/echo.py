@@ -19,6 +19,8 @@ class EchoProtocol(ConnectionProtocol):
     at most about one buffer (64 KiB) plus one read for it.
     """
 
+    __slots__ = ()
+
     def dataReceived(self, data: bytes) -> None:
         """
         Echo C{data}.

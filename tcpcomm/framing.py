@@ -14,6 +14,9 @@ The default longest line, in bytes, not counting the line ending.
 
 # Cost and denial-of-service behaviour of the buffering:
 #
+# - Nothing is held, not even an empty buffer, until a chunk ends in an
+#   incomplete line: most reads of a line protocol end at a line end, and an
+#   idle connection's framer should cost no more than its own few fields.
 # - The bytes of an incomplete line are held in one bytearray. Appending to it
 #   is amortized O(bytes appended) (CPython over-allocates), and the held
 #   bytes are copied out once, when the LF that ends their line arrives. So
@@ -52,6 +55,7 @@ class LineFramer:
 
     maxLineLength: int
     overflowed: bool
+    _buffer: bytearray | bytes
 
     def __init__(self, maxLineLength: int = DEFAULT_MAX_LINE_LENGTH) -> None:
         """
@@ -62,7 +66,7 @@ class LineFramer:
             raise ValueError(f"maxLineLength must be at least 1, not {maxLineLength}")
         self.maxLineLength = maxLineLength
         self.overflowed = False
-        self._buffer = bytearray()
+        self._buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
         """
@@ -92,9 +96,9 @@ class LineFramer:
         if buffer:
             # A held CR directly before this LF ends a CRLF split across calls.
             if data[0] == 0x0A and buffer[-1] == 0x0D:
-                del buffer[-1]
+                buffer = buffer[:-1]
             lines[0] = b"".join((buffer, lines[0]))
-            self._buffer = bytearray()
+            self._buffer = b""
         limit = self.maxLineLength
         if max(map(len, lines)) > limit:
             for index, line in enumerate(lines):
@@ -118,10 +122,10 @@ class LineFramer:
         buffer = self._buffer
         if self.overflowed or not buffer:
             return None
-        self._buffer = bytearray()
-        if buffer[-1] == 0x0D:
-            del buffer[-1]
+        self._buffer = b""
         line = bytes(buffer)
+        if line[-1] == 0x0D:
+            line = line[:-1]
         if len(line) > self.maxLineLength:
             # Only reachable if maxLineLength was lowered while bytes were held.
             self._overflow()
@@ -146,12 +150,14 @@ class LineFramer:
         # limit + 1 bytes ending in CR are within the limit if an LF follows.
         if length > limit and (length > limit + 1 or data[-1] != 0x0D):
             self._overflow()
-        else:
+        elif self._buffer:
             self._buffer += data
+        else:
+            self._buffer = bytearray(data)
 
     def _overflow(self) -> None:
         """
         Note that a line was too long, and drop what is held.
         """
         self.overflowed = True
-        self._buffer = bytearray()
+        self._buffer = b""

@@ -22,7 +22,16 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from tcpcomm.connection import ConnectionFactory, ConnectionProtocol
+from tcpcomm.connection import (
+    _ACTIVE,
+    _CLOSING,
+    _HANDLING,
+    _LINGERING,
+    SUBCLASS_FLAGS,
+    ConnectionFactory,
+    ConnectionProtocol,
+    _Extra,
+)
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
 
 Reply: TypeAlias = "bytes | str | None"
@@ -76,6 +85,36 @@ class _PendingReply:
         self.timer: IDelayedCall | None = None
 
 
+class _LineExtra(_Extra):
+    """
+    What a line connection keeps only once it needs it (see L{_Extra}).
+
+    @ivar pending: Replies waiting, in request order, while one waits for a
+        handler; C{()} when none waits.
+    @ivar backlog: Lines read but not yet handled, waiting for room among
+        the pending replies.
+    @ivar lastWords: The C{ERROR} line to send before closing.
+    """
+
+    __slots__ = ("backlog", "lastWords", "pending")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: deque[_PendingReply] | tuple[()] = ()
+        self.backlog: list[bytes] | tuple[()] = ()
+        self.lastWords: bytes | None = None
+
+
+# LineProtocol's own flags (see tcpcomm.connection._flags).
+_WANT_CLOSE = SUBCLASS_FLAGS
+_LINGER = SUBCLASS_FLAGS << 1
+_HELD_FOR_PENDING = SUBCLASS_FLAGS << 2
+LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 3
+"""
+The lowest bit of the flags that subclasses of L{LineProtocol} may use.
+"""
+
+
 class LineProtocol(ConnectionProtocol):
     """
     Split the client's bytes into lines, answer each with the handler's
@@ -93,32 +132,56 @@ class LineProtocol(ConnectionProtocol):
     half-closes, a last line without a delimiter is still handled, every
     pending reply is sent, and then the server closes.
 
+    Memory: the framer is made when the first bytes arrive, and the queue of
+    pending replies when a reply first has to wait for a handler (it goes
+    again once empty), so a connection that sends nothing costs two slots
+    more than a L{ConnectionProtocol}.
+
     @ivar linesHandled: Complete lines handled on this connection.
     """
 
+    __slots__ = ("_framer", "linesHandled")
+
     factory: LineFactory
-    linesHandled: int = 0
+    linesHandled: int
+    _framer: LineFramer | None
+    _extra: _LineExtra | None
 
-    # Per-connection state, as class defaults so that an idle connection
-    # stores none of it (measured: this is most of a line connection's
-    # memory).
-    _pending: deque[_PendingReply] | tuple[()] = ()
-    _backlog: list[bytes] | tuple[()] = ()
-    _handling = False
-    _heldForPending = False
-    _wantClose = False
-    _linger = False
-    _lastWords: bytes | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.linesHandled = 0
+        self._framer = None
 
-    def connectionMade(self) -> None:
+    @property
+    def pendingReplies(self) -> int:
         """
-        Set up framing and the queue of pending replies.
+        How many replies wait to be sent, for their handler or behind one
+        whose handler is still running.
         """
-        factory = self.factory
-        self._framer = LineFramer(factory.maxLineLength)
-        self._delimiter = factory.delimiter
-        self._maxPending = factory.maxPending
-        super().connectionMade()
+        extra = self._extra
+        return 0 if extra is None else len(extra.pending)
+
+    @property
+    def _pending(self) -> deque[_PendingReply] | tuple[()]:
+        # The queue itself, for tests/test_load.py, which reads it by this
+        # name; everything else should use pendingReplies.
+        extra = self._extra
+        return () if extra is None else extra.pending
+
+    @property
+    def heldBytes(self) -> int:
+        """
+        How many bytes of an unfinished line are held: at most the line
+        length limit plus one.
+        """
+        framer = self._framer
+        return 0 if framer is None else framer.pendingLength()
+
+    def _getExtra(self) -> _LineExtra:
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = _LineExtra()
+        return extra
 
     def lineReceived(self, line: bytes) -> HandlerResult:
         """
@@ -134,13 +197,15 @@ class LineProtocol(ConnectionProtocol):
         Frame C{data} into lines and answer them.
         """
         self.countIn(len(data))
-        if self.lingering:
+        if self._flags & _LINGERING:
             return
         framer = self._framer
+        if framer is None:
+            framer = self._framer = LineFramer(self.factory.maxLineLength)
         lines = framer.feed(data)
         if lines:
             self._handleLines(lines)
-        if framer.overflowed and not self._wantClose:
+        if framer.overflowed and not self._flags & _WANT_CLOSE:
             self._lineTooLong()
 
     def inputEnded(self) -> None:
@@ -148,18 +213,22 @@ class LineProtocol(ConnectionProtocol):
         The client half-closed: handle a last unterminated line, then close
         once every pending reply is sent.
         """
-        last = self._framer.finish()
+        framer = self._framer
+        last = None if framer is None else framer.finish()
         if last is not None:
             self._handleLines([last])
-        self._wantClose = True
+        self._flags |= _WANT_CLOSE
         self._finishAfterPending()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Cancel handlers still running: nobody is left to answer.
         """
-        pending, self._pending = self._pending, ()
-        self._backlog = ()
+        extra = self._extra
+        pending: deque[_PendingReply] | tuple[()] = ()
+        if extra is not None:
+            pending, extra.pending = extra.pending, ()
+            extra.backlog = ()
         super().connectionLost(reason)
         for slot in pending:
             if slot.timer is not None and slot.timer.active():
@@ -181,14 +250,20 @@ class LineProtocol(ConnectionProtocol):
         lines wait (unhandled, with reading paused) until some are sent, so
         one read full of lines cannot start more than C{maxPending} handlers.
         """
-        if self._backlog or self._handling or len(self._pending) >= self._maxPending:
-            self._backlog = [*self._backlog, *lines]
+        factory = self.factory
+        maxPending = factory.maxPending
+        extra = self._extra
+        if self._flags & _HANDLING or (
+            extra is not None and (extra.backlog or len(extra.pending) >= maxPending)
+        ):
+            extra = self._getExtra()
+            extra.backlog = [*extra.backlog, *lines]
             self._holdWhileFull()
             return
-        self._handling = True
-        self.touch()
-        delimiter = self._delimiter
-        maxPending = self._maxPending
+        # Handling lines is activity (touch).
+        self._flags = (self._flags | _HANDLING) & _ACTIVE
+        delimiter = factory.delimiter
+        pending = () if extra is None else extra.pending
         ready: list[bytes] = []
         handled = 0
         for line in lines:
@@ -211,24 +286,27 @@ class LineProtocol(ConnectionProtocol):
                 if ready:
                     self.send(b"".join(ready))
                     ready = []
-                self._await(result)
-                if len(self._pending) >= maxPending:
-                    self._backlog = [*lines[handled:], *self._backlog]
+                extra = self._await(result)
+                pending = extra.pending
+                if len(pending) >= maxPending:
+                    extra.backlog = [*lines[handled:], *extra.backlog]
                     break
                 continue
-            if self._pending:
-                self._pending.append(_PendingReply(reply))
+            if pending:
+                assert isinstance(pending, deque)
+                pending.append(_PendingReply(reply))
             else:
                 ready.append(reply)
                 ready.append(delimiter)
         if ready:
             self.send(b"".join(ready))
         self.linesHandled += handled
-        self.factory.stats.linesHandled += handled
-        self._handling = False
-        if self._backlog and len(self._pending) < maxPending:
+        factory.stats.linesHandled += handled
+        self._flags &= ~_HANDLING
+        extra = self._extra
+        if extra is not None and extra.backlog and len(extra.pending) < maxPending:
             # Lines arrived while we were busy here, and there is room.
-            waiting, self._backlog = self._backlog, ()
+            waiting, extra.backlog = extra.backlog, ()
             self._handleLines(list(waiting))
             return
         self._holdWhileFull()
@@ -239,23 +317,32 @@ class LineProtocol(ConnectionProtocol):
         Keep reading paused exactly while C{maxPending} replies wait or lines
         wait to be handled.
         """
-        full = bool(self._backlog) or len(self._pending) >= self._maxPending
-        if full != self._heldForPending:
-            self._heldForPending = full
+        extra = self._extra
+        full = extra is not None and (
+            bool(extra.backlog) or len(extra.pending) >= self.factory.maxPending
+        )
+        flags = self._flags
+        if full != bool(flags & _HELD_FOR_PENDING):
             if full:
+                self._flags = flags | _HELD_FOR_PENDING
                 self.holdReading()
             else:
+                self._flags = flags & ~_HELD_FOR_PENDING
                 self.releaseReading()
 
-    def _await(self, result: object) -> None:
+    def _await(self, result: object) -> _LineExtra:
         """
         Queue a reply slot for an asynchronous (or malformed) handler result.
+
+        @return: This connection's L{_LineExtra}, which holds the queue.
         """
         slot = _PendingReply(done=False)
-        if not self._pending:
-            # Made on first use: most connections never wait on a handler.
-            self._pending = deque()
-        self._pending.append(slot)
+        extra = self._getExtra()
+        if not extra.pending:
+            # Made on first use, and dropped once empty: most connections
+            # never wait on a handler, and a deque is big.
+            extra.pending = deque()
+        extra.pending.append(slot)
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
         if not isinstance(result, Deferred):
@@ -266,7 +353,7 @@ class LineProtocol(ConnectionProtocol):
                 peer=self.peer,
             )
             self._settle(INTERNAL_ERROR, slot)
-            return
+            return extra
         slot.deferred = result
         result.addCallbacks(
             self._settle, self._handlerFailed, callbackArgs=(slot,), errbackArgs=(slot,)
@@ -276,6 +363,7 @@ class LineProtocol(ConnectionProtocol):
             slot.timer = self.factory.clock.callLater(
                 timeout, self._handlerTimedOut, slot
             )
+        return extra
 
     def _handlerFailed(self, failure: Failure, slot: _PendingReply) -> None:
         if not (self.disconnected or slot.done or failure.check(CancelledError)):
@@ -328,28 +416,37 @@ class LineProtocol(ConnectionProtocol):
         Send every reply now at the head of the queue; then, with room in the
         queue again, handle lines that were waiting for it.
         """
-        pending = self._pending
+        extra = self._extra
+        if extra is None:
+            return
+        pending = extra.pending
         if not pending or not pending[0].done:
             return
         assert isinstance(pending, deque)
-        delimiter = self._delimiter
+        delimiter = self.factory.delimiter
         out: list[bytes] = []
         while pending and pending[0].done:
             reply = pending.popleft().reply
             if reply is not None:
                 out.append(reply)
                 out.append(delimiter)
+        if not pending:
+            extra.pending = ()
         if out:
             self.send(b"".join(out))
-        if self._backlog and not self._handling and len(pending) < self._maxPending:
-            waiting, self._backlog = self._backlog, ()
+        if (
+            extra.backlog
+            and not self._flags & _HANDLING
+            and len(extra.pending) < self.factory.maxPending
+        ):
+            waiting, extra.backlog = extra.backlog, ()
             self._handleLines(list(waiting))
         else:
             self._holdWhileFull()
         self._finishAfterPending()
 
     def _lineTooLong(self) -> None:
-        limit = self._framer.maxLineLength
+        limit = self.factory.maxLineLength
         self._log.warn(
             "Line from {peer} longer than {limit} bytes; closing",
             peer=self.peer,
@@ -362,13 +459,14 @@ class LineProtocol(ConnectionProtocol):
         Busy while replies wait on handlers: a client waiting for a slow
         handler is not idle (the handler timeout covers handlers that hang).
         """
-        return bool(self._pending)
+        extra = self._extra
+        return extra is not None and bool(extra.pending)
 
     def refuse(self, reason: str) -> None:
         """
         Over a connection limit: say so in an C{ERROR} line and close.
         """
-        self.send(b"ERROR " + reason.encode() + self._delimiter)
+        self.send(b"ERROR " + reason.encode() + self.factory.delimiter)
         self.lingeringClose()
 
     def tooSlow(self) -> None:
@@ -390,9 +488,8 @@ class LineProtocol(ConnectionProtocol):
         C{lastWords} (an C{ERROR} line) and close, lingering.
         """
         self.holdReading()
-        self._lastWords = lastWords
-        self._wantClose = True
-        self._linger = True
+        self._getExtra().lastWords = lastWords
+        self._flags |= _WANT_CLOSE | _LINGER
         self._finishAfterPending()
 
     def shutDown(self) -> None:
@@ -400,27 +497,30 @@ class LineProtocol(ConnectionProtocol):
         The server is shutting down: read no more lines, send the replies
         still pending, then close.
         """
-        if self.closing:
+        if self._flags & _CLOSING:
             return
         self.holdReading()
-        self._wantClose = True
-        self._linger = True
+        self._flags |= _WANT_CLOSE | _LINGER
         self._finishAfterPending()
 
     def _finishAfterPending(self) -> None:
         """
         Close if a close is wanted and no reply is pending any more.
         """
-        if self._handling:
+        flags = self._flags
+        if flags & _HANDLING or not flags & _WANT_CLOSE:
             return
-        if self._wantClose and not self._pending and not self._backlog:
-            if self._lastWords is not None:
-                self.send(self._lastWords + self._delimiter)
-                self._lastWords = None
-            if self._linger:
-                self.lingeringClose()
-            else:
-                self.closeWhenFlushed()
+        extra = self._extra
+        if extra is not None:
+            if extra.pending or extra.backlog:
+                return
+            if extra.lastWords is not None:
+                self.send(extra.lastWords + self.factory.delimiter)
+                extra.lastWords = None
+        if flags & _LINGER:
+            self.lingeringClose()
+        else:
+            self.closeWhenFlushed()
 
 
 def _toBytes(reply: object) -> bytes:

@@ -124,8 +124,13 @@ class RelayProtocol(LineProtocol):
     C{ERROR upstream unavailable} for each line the relay cannot take.
     """
 
+    __slots__ = ("_tag",)
+
     factory: RelayFactory
-    _tag: bytes | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tag: bytes | None = None
 
     @property
     def tag(self) -> bytes:

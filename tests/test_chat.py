@@ -354,7 +354,7 @@ class ChatOverSocketsTests(TestCase):
             await deferLater(reactor, 0.005)
             if not slowProtocol.disconnected:
                 peak = max(
-                    peak, serverBuffered(slowProtocol) + slowProtocol._queuedBytes
+                    peak, serverBuffered(slowProtocol) + slowProtocol.queuedBytes
                 )
 
         def heard() -> int:

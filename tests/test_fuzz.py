@@ -88,7 +88,7 @@ class LineProtocolFuzzTests(SynchronousTestCase):
         protocol, transport = connect(LineFactory(maxLineLength=LIMIT))
         for chunk in splitAt(data, cuts):
             protocol.dataReceived(chunk)
-            self.assertLessEqual(protocol._framer.pendingLength(), LIMIT + 1)
+            self.assertLessEqual(protocol.heldBytes, LIMIT + 1)
         if halfClose:
             protocol.readConnectionLost()
         identity = {line: line for line in self.allLines(data)}
@@ -209,7 +209,7 @@ class RandomBinaryTests(SynchronousTestCase):
         chunk = b"\xff" * 65536
         for _ in range(256):
             protocol.dataReceived(chunk)
-            self.assertLessEqual(protocol._framer.pendingLength(), 65537)
+            self.assertLessEqual(protocol.heldBytes, 65537)
         self.assertEqual(
             transport.value(), b"ERROR line too long (limit 65536 bytes)\n"
         )

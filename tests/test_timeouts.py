@@ -15,11 +15,22 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpcomm.client import exchange
-from tcpcomm.connection import LINGER_SECONDS
+from tcpcomm.connection import IDLE_SWEEPS, LINGER_SECONDS
 from tcpcomm.echo import EchoFactory
 from tcpcomm.line import HANDLER_TIMEOUT, LineFactory
 from tcpcomm.testing import startServer
 from tests.test_limits import connectFrom
+
+
+def elapse(clock: Clock, seconds: float) -> None:
+    """
+    Let C{seconds} pass on C{clock} in steps of 1/8 s, as a running reactor
+    does: a timer scheduled while C{Clock.advance} runs counts from the end
+    of the advance, so one big step would run the repeating idle sweep only
+    once.  (Eighths add up exactly in floating point.)
+    """
+    whole, part = divmod(seconds, 0.125)
+    clock.pump([0.125] * int(whole) + ([part] if part else []))
 
 
 def clockOf(factory: LineFactory | EchoFactory) -> Clock:
@@ -31,9 +42,23 @@ def clockOf(factory: LineFactory | EchoFactory) -> Clock:
     return clock
 
 
+TIMEOUT = 10.0
+"""
+The idle timeout of the in-memory tests.
+"""
+
+LATEST = TIMEOUT + TIMEOUT / IDLE_SWEEPS
+"""
+The latest a connection idle for L{TIMEOUT} is timed out, after its last
+activity: the sweeps that find idle connections come every
+C{TIMEOUT / IDLE_SWEEPS} seconds.
+"""
+
+
 class IdleTimeoutTests(SynchronousTestCase):
     """
-    The idle timeout, with a fake clock.
+    The idle timeout, with a fake clock: a connection idle for the timeout T
+    is timed out after T (never before) and by T + T/4.
     """
 
     def test_idleLineClientTold(self) -> None:
@@ -41,11 +66,12 @@ class IdleTimeoutTests(SynchronousTestCase):
         A line client idle for the timeout gets C{ERROR idle timeout}, then a
         lingering close; it is counted.
         """
-        factory = LineFactory(idleTimeout=10)
+        factory = LineFactory(idleTimeout=TIMEOUT)
         transport = connectFrom(factory)
-        clockOf(factory).advance(9.9)
+        elapse(clockOf(factory), TIMEOUT)
         self.assertEqual(transport.value(), b"")
-        clockOf(factory).advance(0.1)
+        self.assertEqual(factory.stats.idleTimeouts, 0)
+        elapse(clockOf(factory), LATEST - TIMEOUT)
         self.assertEqual(transport.value(), b"ERROR idle timeout\n")
         self.assertTrue(transport.writeDisconnected)
         self.assertEqual(factory.stats.idleTimeouts, 1)
@@ -55,17 +81,17 @@ class IdleTimeoutTests(SynchronousTestCase):
         Each complete line, and each reply, puts the timeout off.
         """
         factory = LineFactory(
-            lambda line: None if line == b"quiet" else line, idleTimeout=10
+            lambda line: None if line == b"quiet" else line, idleTimeout=TIMEOUT
         )
         transport = connectFrom(factory)
         protocol = transport.protocol
         clock = clockOf(factory)
         for line in (b"loud\n", b"quiet\n"):
-            clock.advance(8)
+            elapse(clock, TIMEOUT - 2)
             protocol.dataReceived(line)
-        clock.advance(8)
+        elapse(clock, TIMEOUT)
         self.assertNotIn(b"ERROR", transport.value())
-        clock.advance(2)
+        elapse(clock, LATEST - TIMEOUT)
         self.assertTrue(transport.value().endswith(b"ERROR idle timeout\n"))
 
     def test_tricklingWithoutLineEndIsIdle(self) -> None:
@@ -73,11 +99,11 @@ class IdleTimeoutTests(SynchronousTestCase):
         Bytes that never complete a line (a slow-loris client) do not put
         the timeout off.
         """
-        factory = LineFactory(idleTimeout=10)
+        factory = LineFactory(idleTimeout=TIMEOUT)
         transport = connectFrom(factory)
         clock = clockOf(factory)
-        for _ in range(10):
-            clock.advance(1)
+        for _ in range(int(LATEST * 2)):
+            elapse(clock, 0.5)
             transport.protocol.dataReceived(b"x")
         self.assertEqual(transport.value(), b"ERROR idle timeout\n")
 
@@ -87,31 +113,31 @@ class IdleTimeoutTests(SynchronousTestCase):
         sent, the idle clock starts again.
         """
         d: Deferred[bytes] = Deferred()
-        factory = LineFactory(lambda line: d, idleTimeout=10)
+        factory = LineFactory(lambda line: d, idleTimeout=TIMEOUT)
         transport = connectFrom(factory)
         clock = clockOf(factory)
         transport.protocol.dataReceived(b"slow\n")
-        clock.advance(25)
+        elapse(clock, TIMEOUT * 3)
         self.assertEqual(transport.value(), b"")
         d.callback(b"done")
-        clock.advance(9.9)
+        elapse(clock, TIMEOUT)
         self.assertEqual(transport.value(), b"done\n")
-        clock.advance(0.1)
+        elapse(clock, LATEST - TIMEOUT)
         self.assertEqual(transport.value(), b"done\nERROR idle timeout\n")
 
     def test_noProgressAfterTimeoutAborts(self) -> None:
         """
-        A connection that stays stuck for another timeout after being told
-        (say its peer reads nothing) is aborted: nothing hangs on a paused
-        producer.
+        A connection that stays stuck after being told (say its peer reads
+        nothing) is aborted: nothing hangs on a paused producer.
         """
-        factory = LineFactory(idleTimeout=10)
+        factory = LineFactory(idleTimeout=TIMEOUT)
         transport = connectFrom(factory)
         transport.protocol.pauseProducing()
         clock = clockOf(factory)
-        clock.advance(10)
+        elapse(clock, LATEST)
+        self.assertEqual(factory.stats.idleTimeouts, 1)
         self.assertFalse(transport.disconnected)
-        clock.advance(LINGER_SECONDS)
+        elapse(clock, LINGER_SECONDS)
         self.assertTrue(transport.disconnected)
 
     def test_closeWhenFlushedBackstop(self) -> None:
@@ -119,23 +145,26 @@ class IdleTimeoutTests(SynchronousTestCase):
         A half-closed client that never reads its replies is aborted once a
         whole idle timeout passes without progress.
         """
-        factory = LineFactory(idleTimeout=10)
+        factory = LineFactory(idleTimeout=TIMEOUT)
         transport = connectFrom(factory)
         protocol = transport.protocol
         protocol.dataReceived(b"reply waits\n")
         protocol.readConnectionLost()
         self.assertTrue(transport.disconnecting)
+        elapse(clockOf(factory), TIMEOUT)
         self.assertFalse(transport.disconnected)
-        clockOf(factory).advance(10)
+        elapse(clockOf(factory), LATEST - TIMEOUT)
         self.assertTrue(transport.disconnected)
 
     def test_echoIdleCloses(self) -> None:
         """
         Echo mode: an idle client is closed without a word.
         """
-        factory = EchoFactory(idleTimeout=5)
+        factory = EchoFactory(idleTimeout=TIMEOUT)
         transport = connectFrom(factory)
-        clockOf(factory).advance(5)
+        elapse(clockOf(factory), TIMEOUT)
+        self.assertFalse(transport.writeDisconnected)
+        elapse(clockOf(factory), LATEST - TIMEOUT)
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.writeDisconnected)
 
@@ -159,6 +188,98 @@ class IdleTimeoutTests(SynchronousTestCase):
         transport = connectFrom(factory)
         transport.protocol.connectionLost(Failure(ConnectionError()))
         self.assertEqual(clockOf(factory).getDelayedCalls(), [])
+
+
+class IdleSweeperTests(SynchronousTestCase):
+    """
+    The factory's idle sweeper: one timer for all of a factory's
+    connections.
+    """
+
+    def test_oneTimerForManyConnections(self) -> None:
+        """
+        10,000 open connections with an idle timeout cost one timer.
+        """
+        factory = EchoFactory(idleTimeout=TIMEOUT)
+        for _ in range(10_000):
+            connectFrom(factory)
+        self.assertEqual(len(factory.connections), 10_000)
+        self.assertEqual(len(clockOf(factory).getDelayedCalls()), 1)
+
+    def test_timedOutWithinPrecisionWhateverThePhase(self) -> None:
+        """
+        Connections whose last activity falls anywhere between two sweeps
+        are all timed out after the timeout and by a quarter of it more.
+        """
+        factory = EchoFactory(idleTimeout=TIMEOUT)
+        clock = Clock()
+        factory.clock = clock
+        step = TIMEOUT / IDLE_SWEEPS / 5
+        transports = []
+        for _ in range(10):
+            transports.append(connectFrom(factory))
+            elapse(clock, step)
+        # The last activity of connection i was at i * step.
+        closedAt: dict[int, float] = {}
+        while len(closedAt) < len(transports) and clock.seconds() < 100:
+            elapse(clock, step / 2)
+            for index, transport in enumerate(transports):
+                if transport.writeDisconnected and index not in closedAt:
+                    closedAt[index] = clock.seconds()
+        for index, closed in closedAt.items():
+            idle = closed - index * step
+            self.assertGreater(idle, TIMEOUT)
+            self.assertLessEqual(idle, LATEST + step / 2)
+        self.assertEqual(len(closedAt), len(transports))
+
+    def test_activeConnectionNotTimedOut(self) -> None:
+        """
+        A connection active every half timeout is never timed out, while an
+        idle one beside it is.
+        """
+        factory = EchoFactory(idleTimeout=TIMEOUT)
+        active = connectFrom(factory)
+        idle = connectFrom(factory)
+        clock = clockOf(factory)
+        for _ in range(20):
+            elapse(clock, TIMEOUT / 2)
+            active.protocol.dataReceived(b"ping")
+        self.assertFalse(active.writeDisconnected)
+        self.assertTrue(idle.writeDisconnected)
+        self.assertEqual(factory.stats.idleTimeouts, 1)
+
+    def test_stopsWithLastConnectionAndRestarts(self) -> None:
+        """
+        The sweeper stops when the last connection closes and starts again
+        with the next one, which is then timed out as usual.
+        """
+        from twisted.python.failure import Failure
+
+        factory = LineFactory(idleTimeout=TIMEOUT)
+        first = connectFrom(factory)
+        clock = clockOf(factory)
+        elapse(clock, TIMEOUT / 3)
+        first.protocol.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        second = connectFrom(factory)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        elapse(clock, LATEST)
+        self.assertEqual(second.value(), b"ERROR idle timeout\n")
+
+    def test_refusedConnectionsNotSwept(self) -> None:
+        """
+        A refused connection is not watched for idleness (its lingering close
+        has a backstop of its own) and starts no sweeper.
+        """
+        factory = LineFactory(idleTimeout=TIMEOUT, maxConnections=1)
+        factory.clock = Clock()
+        factory.limits.admit("203.0.113.1")
+        refused = connectFrom(factory)
+        self.assertEqual(refused.value(), b"ERROR too many connections\n")
+        self.assertEqual(
+            [call.getTime() for call in clockOf(factory).getDelayedCalls()],
+            [LINGER_SECONDS],
+        )
 
 
 class HandlerTimeoutTests(SynchronousTestCase):
