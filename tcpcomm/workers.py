@@ -55,6 +55,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.error import (
     CannotListenError,
+    ConnectionDone,
     ProcessDone,
     ProcessExitedAlready,
     ProcessTerminated,
@@ -72,6 +73,8 @@ from twisted.logger import (
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.reflect import fullyQualifiedName
+
+from tcpcomm.transport import adoptStreamPort
 
 __all__ = [
     "KILL_MARGIN",
@@ -446,7 +449,9 @@ def bindPorts(reactor: Any, descriptions: Sequence[str]) -> list[IListeningPort]
             assert isinstance(result, _HeldTCPPort | _HeldUNIXPort), result
         except BaseException as e:
             for port in bound:
-                port.stopListening()
+                # At once (stopListening waits a reactor turn, and start-up
+                # is ending): close the socket, remove a UNIX socket's file.
+                cast(Any, port).connectionLost(Failure(ConnectionDone()))
             if isinstance(e, CannotListenError):
                 raise SystemExit(f"twistd tcpcomm: error: {e}") from None
             raise
@@ -512,10 +517,8 @@ class _InheritingReactor:
         backlog: int = 50,
         interface: str = "",
     ) -> IListeningPort:
-        from tcpcomm.transport import adoptStreamPort
-
-        family, _ = self._take((socket.AF_INET, socket.AF_INET6), "TCP")
         try:
+            family, _ = self._take((socket.AF_INET, socket.AF_INET6), "TCP")
             return adoptStreamPort(self._reactor, self._fd, family, factory)
         finally:
             os.close(self._fd)
@@ -528,8 +531,8 @@ class _InheritingReactor:
         mode: int = 0o666,
         wantPID: int = 0,
     ) -> IListeningPort:
-        _, path = self._take((socket.AF_UNIX,), "UNIX")
         try:
+            _, path = self._take((socket.AF_UNIX,), "UNIX")
             adopted: IListeningPort = _SharedUNIXPort._fromListeningDescriptor(
                 self._reactor, self._fd, factory
             )

@@ -700,11 +700,13 @@ class SharedSocketTests(TestCase):
         await maybeDeferred(held.stopListening)
         self.assertFalse(os.path.exists(path))
 
-    async def test_busyPortIsOneLine(self) -> None:
+    def test_busyPortIsOneLine(self) -> None:
         """
         A port that cannot be bound is one C{twistd tcpcomm: error:} line,
-        and the ports bound before it are closed again.
+        and the ports bound before it are closed again at once (a UNIX
+        socket's file removed).
         """
+        path = os.path.join(temporaryDirectory(self), "s.sock")
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))
             holder.listen()
@@ -716,12 +718,16 @@ class SharedSocketTests(TestCase):
                 SystemExit,
                 bindPorts,
                 reactor,
-                [f"tcp:{free}:interface=127.0.0.1", f"tcp:{busy}:interface=127.0.0.1"],
+                [
+                    f"tcp:{free}:interface=127.0.0.1",
+                    f"unix:{path}",
+                    f"tcp:{busy}:interface=127.0.0.1",
+                ],
             )
         message = str(error.code)
         self.assertTrue(message.startswith("twistd tcpcomm: error: Couldn't listen"))
         self.assertIn(str(busy), message)
-        await deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(os.path.exists(path))
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind(("127.0.0.1", free))
@@ -734,7 +740,7 @@ class SharedSocketTests(TestCase):
         self.addCleanup(left.close)
         self.addCleanup(right.close)
         [service] = inheritedPortServices(
-            reactor, ["tcp:0"], [left.fileno()], LineFactory()
+            reactor, ["tcp:0"], [os.dup(left.fileno())], LineFactory()
         )
         error = self.assertRaises(CannotListenError, service.privilegedStartService)
         self.assertIn("not a TCP socket", str(error))
