@@ -1,13 +1,16 @@
 """
 How much memory a server spends on one idle connection.
 
-For each server kind (tcpcomm's C{LineFactory} and C{EchoFactory}, Twisted's
-stock C{LineOnlyReceiver} echoing lines and C{twisted.protocols.wire.Echo}),
-start the server in a subprocess on 127.0.0.1, warm it up, read its resident
-set size (C{VmRSS} in C{/proc/PID/status}), open N idle connections to it from
-this process, wait until the server has accepted all of them (its open file
-descriptors, counted in C{/proc/PID/fd}) and its RSS has settled, and read
-RSS again.  Bytes per idle connection = (RSS after - RSS before) / N.
+For each server kind (tcpcomm's line and echo servers as C{twistd tcpcomm}
+runs them: its lean reactor, the factory its default options build and its
+write-through TCP transport; Twisted's stock C{LineOnlyReceiver} echoing lines
+and C{twisted.protocols.wire.Echo}, with Twisted's default reactor and
+transport), start the server in a subprocess on 127.0.0.1, warm it up, read
+its resident set size (C{VmRSS} in C{/proc/PID/status}), open N idle
+connections to it from this process, wait until the server has accepted all
+of them (its open file descriptors, counted in C{/proc/PID/fd}) and its RSS
+has settled, and read RSS again.  Bytes per idle connection = (RSS after -
+RSS before) / N.
 
 Each kind is measured several times, kinds interleaved (and their order
 rotated) run by run; the medians are reported, as a markdown table or JSON.
