@@ -27,6 +27,7 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from tcpcomm import bench
 from tcpcomm.bench import (
     HISTOGRAM_BUCKETS,
     MIN_PATTERN_BYTES,
@@ -583,6 +584,17 @@ class GeneratorTests(SynchronousTestCase):
             self.assertLessEqual(
                 result.messages * 100, sum(c.received for c in server.connections)
             )
+
+    def test_selectorFallback(self) -> None:
+        """
+        Where there is no epoll, a L{selectors} selector does the same job.
+        """
+        self.patch(bench, "_makePoller", bench._SelectorPoller)
+        server = ThreadedEchoServer(self)
+        result = runBench(quick(server.endpoint, "stream", pipeline=65536))
+        self.assertGreater(result.messages, 0)
+        server.stop()
+        self.assertEveryByteEchoed(server, 2)
 
     def test_slidingWindow(self) -> None:
         """
