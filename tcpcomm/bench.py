@@ -952,6 +952,8 @@ class _Generator:
         readable = _IN | _ERR | _HUP
         second = 1_000_000_000
         stallNs = int(stall * second)
+        # Often enough to notice a stall within half the stall time.
+        tick = min(second, stallNs // 2)
 
         def write(c: _Connection, t: int) -> None:
             """
@@ -1061,7 +1063,7 @@ class _Generator:
                         f" echoed {(t - measureEnd) / second:.0f} s after the end,"
                         f" at offset {late.received}"
                     )
-                nextTick = t + second
+                nextTick = t + tick
                 if phase == "warm-up":
                     nextTick = min(nextTick, warmupEnd)
                 elif phase == "measuring":
