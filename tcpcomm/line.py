@@ -162,13 +162,6 @@ class LineProtocol(ConnectionProtocol):
         return 0 if extra is None else len(extra.pending)
 
     @property
-    def _pending(self) -> deque[_PendingReply] | tuple[()]:
-        # The queue itself, for tests/test_load.py, which reads it by this
-        # name; everything else should use pendingReplies.
-        extra = self._extra
-        return () if extra is None else extra.pending
-
-    @property
     def heldBytes(self) -> int:
         """
         How many bytes of an unfinished line are held: at most the line

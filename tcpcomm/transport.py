@@ -84,6 +84,43 @@ class WriteThroughServer(tcp.Server):
             data = data[sent:]
         super().write(data)
 
+    # Twisted formats two strings per connection in __init__ (about 200
+    # bytes of an idle connection); these build them when first asked for.
+    _logPrefixText: str | None = None
+
+    @property
+    def logstr(self) -> str:
+        """
+        The log prefix, C{"Protocol,sessionno,host"}, made on first use.
+        """
+        if self._logPrefixText is None:
+            protocol = getattr(self, "protocol", None)
+            prefix = "-" if protocol is None else self._getLogPrefix(protocol)
+            self._logPrefixText = f"{prefix},{self.sessionno},{self.hostname}"
+        return self._logPrefixText
+
+    @logstr.setter
+    def logstr(self, value: str) -> None:
+        """
+        Ignore C{tcp.Server.__init__}'s eager value.
+        """
+
+    @property
+    def repstr(self) -> str:
+        """
+        C{"<Protocol #sessionno on port>"}, made when asked for.
+        """
+        protocol = getattr(self, "protocol", None)
+        name = "-" if protocol is None else protocol.__class__.__name__
+        port = getattr(self.server, "_realPortNumber", None)
+        return f"<{name} #{self.sessionno} on {port}>"
+
+    @repstr.setter
+    def repstr(self, value: str) -> None:
+        """
+        Ignore C{tcp.Server.__init__}'s eager value.
+        """
+
     def writeSequence(self, iovec: Any) -> None:
         chunks = list(iovec)
         if not self.TLS and all(chunk.__class__ is bytes for chunk in chunks):

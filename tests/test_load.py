@@ -554,7 +554,7 @@ class SlowReaderTests(TestCase):
             self.assertLess(serverBuffered(protocol), 1 * MiB)
             # Sampled once reading has stopped: LineProtocol has no public
             # count of its pending replies, and none to sample between reads.
-            self.assertLess(len(protocol._pending), factory.maxPending)
+            self.assertLess(protocol.pendingReplies, factory.maxPending)
 
         # Wait until the server stops reading: bytesIn steady for 0.3 s.
         last = -1

@@ -239,6 +239,32 @@ class WriteThroughTests(ListeningMixin, TestCase):
         self.assertEqual(await bounded(client.done), b"one two three")
         self.assertFalse(watching)
 
+    async def test_logStringsOnDemand(self) -> None:
+        """
+        The log prefix and repr are Twisted's, made only when asked for (an
+        idle connection stores neither), and still work after the
+        connection is lost.
+        """
+        factory = Factory.forProtocol(ServerSide)
+        factory.made = Deferred()  # type: ignore[attr-defined]
+        _, portNumber = self.listen(factory)
+        client = Collector()
+        connecting = self.connect(portNumber, client)
+        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        transport: Any = server.transport
+        stored = dict(vars(transport))
+        session = transport.sessionno
+        self.assertEqual(transport.logPrefix(), f"ServerSide,{session},127.0.0.1")
+        self.assertEqual(repr(transport), f"<ServerSide #{session} on {portNumber}>")
+        self.assertFalse(
+            any(isinstance(v, str) and "ServerSide" in v for v in stored.values())
+        )
+        transport.loseConnection()
+        await connecting
+        await bounded(client.done)
+        self.assertEqual(repr(transport), f"<- #{session} on {portNumber}>")
+        self.assertEqual(transport.logPrefix(), f"ServerSide,{session},127.0.0.1")
+
     async def test_startTLSStillEncrypts(self) -> None:
         """
         After C{startTLS}, writes go through TLS, not straight to the socket.
