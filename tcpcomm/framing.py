@@ -90,17 +90,22 @@ class LineFramer:
         # Dropping one CR before each LF is one C-level pass: each CRLF holds
         # its own LF, so the occurrences cannot overlap, and CR CR LF keeps
         # one CR. A CR at the very end is left alone: it is in the tail.
-        lines = data.replace(b"\r\n", b"\n").split(b"\n")
+        startsWithLF = data[0] == 0x0A
+        if b"\r" in data:  # a scan, cheaper than a copy when there is none
+            data = data.replace(b"\r\n", b"\n")
+        lines = data.split(b"\n")
         tail = lines.pop()
         buffer = self._buffer
+        size = len(data) + len(buffer)
         if buffer:
             # A held CR directly before this LF ends a CRLF split across calls.
-            if data[0] == 0x0A and buffer[-1] == 0x0D:
+            if startsWithLF and buffer[-1] == 0x0D:
                 buffer = buffer[:-1]
             lines[0] = b"".join((buffer, lines[0]))
             self._buffer = b""
         limit = self.maxLineLength
-        if max(map(len, lines)) > limit:
+        # No line can be longer than everything there is.
+        if size > limit and max(map(len, lines)) > limit:
             for index, line in enumerate(lines):
                 if len(line) > limit:
                     self._overflow()
