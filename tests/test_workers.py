@@ -470,6 +470,17 @@ class SupervisorTests(SynchronousTestCase):
             if event.get("log_namespace") == "tcpcomm.workers.WorkerSupervisor"
         ]
 
+    def running(self, number: int) -> FakeProcess:
+        """
+        The running process of worker C{number}.
+        """
+        [process] = [
+            p
+            for p in self.reactor.processes
+            if p.args[-1] == f"worker{number}" and p.pid is not None
+        ]
+        return process
+
     def test_startsWorkers(self) -> None:
         """
         Starting spawns every worker with its command, in the supervisor's
@@ -511,15 +522,13 @@ class SupervisorTests(SynchronousTestCase):
         """
         delays = []
         for _ in range(MAX_QUICK_FAILURES - 1):
-            self.reactor.processes[-2].end(FAILED)
+            self.running(1).end(FAILED)
             [call] = self.reactor.getDelayedCalls()
             delays.append(round(call.getTime() - self.reactor.seconds(), 3))
             self.reactor.advance(delays[-1])
-            # Keep worker 1 in the second-to-last place.
-            self.reactor.processes.append(self.reactor.processes.pop(-2))
         self.assertEqual(delays, [0.1, 0.2, 0.4, 0.8])
         self.reactor.advance(workers.STABLE_SECONDS)
-        self.reactor.processes[-1].end(ProcessDone(0))
+        self.running(1).end(ProcessDone(0))
         [call] = self.reactor.getDelayedCalls()
         self.assertAlmostEqual(call.getTime() - self.reactor.seconds(), 0.1)
         self.assertEqual(self.gaveUp, [])
@@ -530,13 +539,8 @@ class SupervisorTests(SynchronousTestCase):
         logs it, gives up, and starts no more workers.
         """
         for _ in range(MAX_QUICK_FAILURES):
-            worker1 = next(
-                p
-                for p in reversed(self.reactor.processes)
-                if p.args[-1] == "worker1" and p.pid is not None
-            )
-            worker1.end(FAILED)
-            self.reactor.advance(10)
+            self.running(1).end(FAILED)
+            self.reactor.advance(workers.STABLE_SECONDS - 1)
         self.assertEqual(self.gaveUp, [True])
         self.assertIn(
             f"exited with status 1, {MAX_QUICK_FAILURES} times in a row"
