@@ -15,8 +15,9 @@ chart (C{compare.png}, when matplotlib is installed).
 Usage::
 
     python benchmarks/compare.py [--servers S ...] [--scenarios N ...]
-        [--repeats 3] [--duration 5] [--warmup 1] [--out benchmarks/results]
-        [--server-cpu 0] [--client-cpu 1] [--json]
+        [--repeats 3] [--duration 5] [--warmup 1] [--server-warmup 1]
+        [--processes N] [--server-cpu 0] [--client-cpu 1-N]
+        [--wait-quiet PERCENT] [--out benchmarks/results] [--json]
 
 Linux only (it reads C{/proc}).  Loopback only.  Every step is bounded in
 time; every process is ended by its PID (the generator by the process group
@@ -573,6 +574,11 @@ class Run:
     """
     failure: str | None = None
     result: dict[str, Any] | None = None
+    discarded: list[dict[str, Any]] = field(default_factory=list)
+    """
+    Earlier attempts at this run, measured while other processes used
+    L{NOISY} or more (C{--retry-noisy}).
+    """
 
 
 @dataclass
@@ -756,6 +762,53 @@ def runGenerator(
     return result, use
 
 
+def measureOnce(
+    server: Server,
+    scenario: Scenario,
+    repeat: int,
+    options: argparse.Namespace,
+    pinning: Pinning,
+    report: Callable[[str], None],
+) -> Run:
+    """
+    Measure C{server} in C{scenario} once (after waiting for other processes
+    to quiet down, with C{--wait-quiet}).
+    """
+    kind = server.kind
+    run = Run(repeat, kind, scenario.name)
+    if options.wait_quiet:
+        waited = waitForQuiet(server, options.wait_quiet, QUIET_BOUND)
+        run.waitedForQuiet = QUIET_BOUND if waited is None else waited
+        if waited is None:
+            report(
+                f"  {kind}, {scenario.name}: other processes stayed busy"
+                f" for {QUIET_BOUND:g} s; measuring anyway"
+            )
+    try:
+        result, use = runGenerator(
+            server, scenario, options.duration, options.warmup, options, pinning
+        )
+    except Failed as e:
+        run.failure = str(e)
+        report(f"  {kind}, {scenario.name}: failed: {e}")
+        return run
+    run.result = result
+    run.rate = scenario.rate(result)
+    cpu = result.get("cpu_percent")
+    run.generatorCpu = float(cpu) if isinstance(cpu, int | float) else None
+    if use is not None:
+        run.generatorCpuObserved = use.generator
+        run.serverCpu = use.server
+        run.otherCpu = use.other
+        run.cpuWindow = use.seconds
+    report(
+        f"  {kind}, {scenario.name}: {run.rate:,.{digits(scenario)}f}"
+        f" {scenario.unit} (generator {percent(run.generatorCpu)},"
+        f" server {percent(run.serverCpu)}, others {percent(run.otherCpu)})"
+    )
+    return run
+
+
 def measureServer(
     kind: str,
     repeat: int,
@@ -790,46 +843,27 @@ def measureServer(
                 warmUpFailures[scenario.name] = f"warm-up: {e}"
                 report(f"  {kind}, {scenario.name}: warm-up failed: {e}")
         for scenario in scenarios:
-            run = Run(repeat, kind, scenario.name)
-            runs.append(run)
-            run.failure = warmUpFailures.get(scenario.name) or server.exited()
-            if run.failure is not None:
+            failure = warmUpFailures.get(scenario.name) or server.exited()
+            if failure is not None:
+                runs.append(Run(repeat, kind, scenario.name, failure=failure))
                 continue
-            if options.wait_quiet:
-                waited = waitForQuiet(server, options.wait_quiet, QUIET_BOUND)
-                run.waitedForQuiet = QUIET_BOUND if waited is None else waited
-                if waited is None:
+            discarded: list[dict[str, Any]] = []
+            for attempt in range(options.retry_noisy + 1):
+                run = measureOnce(server, scenario, repeat, options, pinning, report)
+                if (
+                    run.failure is None
+                    and attempt < options.retry_noisy
+                    and (run.otherCpu or 0.0) >= NOISY
+                ):
                     report(
-                        f"  {kind}, {scenario.name}: other processes stayed busy"
-                        f" for {QUIET_BOUND:g} s; measuring anyway"
+                        f"  {kind}, {scenario.name}: other processes used"
+                        f" {percent(run.otherCpu)} of a CPU meanwhile; again"
                     )
-            try:
-                result, use = runGenerator(
-                    server,
-                    scenario,
-                    options.duration,
-                    options.warmup,
-                    options,
-                    pinning,
-                )
-            except Failed as e:
-                run.failure = str(e)
-                report(f"  {kind}, {scenario.name}: failed: {e}")
-                continue
-            run.result = result
-            run.rate = scenario.rate(result)
-            cpu = result.get("cpu_percent")
-            run.generatorCpu = float(cpu) if isinstance(cpu, int | float) else None
-            if use is not None:
-                run.generatorCpuObserved = use.generator
-                run.serverCpu = use.server
-                run.otherCpu = use.other
-                run.cpuWindow = use.seconds
-            report(
-                f"  {kind}, {scenario.name}: {run.rate:,.{digits(scenario)}f}"
-                f" {scenario.unit} (generator {percent(run.generatorCpu)},"
-                f" server {percent(run.serverCpu)}, others {percent(run.otherCpu)})"
-            )
+                    discarded.append(asdict(run))
+                    continue
+                break
+            run.discarded = discarded
+            runs.append(run)
         trouble = server.trouble()
     return runs, trouble
 
@@ -1075,6 +1109,15 @@ def markdown(
             f" (at most {max(others):.0f} %);"
             f" {sum(o >= NOISY for o in others)} of {len(others)} runs had"
             f" {NOISY:.0f} % or more (marked † below)."
+        )
+    retried = [r for r in runs if r.discarded]
+    if retried:
+        out.append(
+            f"- {plural(len(retried), 'run')} measured again (up to"
+            f" {options.retry_noisy} times) because other processes used"
+            f" {NOISY:.0f} % of one CPU or more meanwhile;"
+            f" {sum(len(r.discarded) for r in retried)} attempts discarded"
+            " (in `compare.json`)."
         )
     waits = [r.waitedForQuiet for r in runs if r.waitedForQuiet is not None]
     if options.wait_quiet and waits:
@@ -1342,6 +1385,14 @@ def parseArguments(argv: list[str] | None) -> argparse.Namespace:
         help="generator processes (default: one per generator CPU)",
     )
     parser.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=2,
+        metavar="N",
+        help=f"measure a run again, at most N times, when other processes used"
+        f" {NOISY:g} %% of one CPU or more while it measured",
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -1387,6 +1438,8 @@ def parseArguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error(
             "--duration and --server-warmup must be positive, --warmup not negative"
         )
+    if options.retry_noisy < 0:
+        parser.error("--retry-noisy must not be negative")
     for number in ("connections", "size", "pipeline", "processes"):
         value = getattr(options, number)
         if value is not None and value < 1:
@@ -1509,6 +1562,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": options.warmup,
             "serverWarmup": options.server_warmup,
             "waitQuiet": options.wait_quiet,
+            "retryNoisy": options.retry_noisy,
             "processes": options.processes,
             "backlog": BACKLOG,
             "generator": generatorCommand(options),
