@@ -4,8 +4,9 @@ A line server: each line a client sends goes to a handler, and the handler's
 reply goes back as a line.
 
 Handlers are plain callables taking the line as C{bytes} and returning
-C{bytes}, C{str} (sent as UTF-8), C{None} (no reply), a L{Deferred} of one of
-those, or a coroutine returning one of those.  Replies go out in the order
+C{bytes} (or another bytes-like C{bytearray} or C{memoryview}), C{str} (sent
+as UTF-8), C{None} (no reply), a L{Deferred} of one of those, or a coroutine
+returning one of those.  Replies go out in the order
 the lines came in, even when handlers finish out of order, so clients may
 pipeline.
 """
@@ -196,12 +197,16 @@ class LineProtocol(ConnectionProtocol):
         """
         Frame C{data} into lines and answer them.
         """
-        self.countIn(len(data))
+        # countIn, inlined: this runs once per read.
+        size = len(data)
+        self.bytesIn += size
+        factory = self.factory
+        factory.stats.bytesIn += size
         if self._flags & _LINGERING:
             return
         framer = self._framer
         if framer is None:
-            framer = self._framer = LineFramer(self.factory.maxLineLength)
+            framer = self._framer = LineFramer(factory.maxLineLength)
         lines = framer.feed(data)
         if lines:
             self._handleLines(lines)
@@ -262,38 +267,110 @@ class LineProtocol(ConnectionProtocol):
             return
         # Handling lines is activity (touch).
         self._flags = (self._flags | _HANDLING) & _ACTIVE
-        delimiter = factory.delimiter
-        pending: deque[_PendingReply] = _NO_PENDING if extra is None else extra.pending  # type: ignore[assignment]
-        handle: Callable[[bytes], HandlerResult] = self.lineReceived
+        handle: Callable[[bytes], HandlerResult]
         if type(self).lineReceived is LineProtocol.lineReceived:
             handle = factory.handler  # the same call, one frame less
+        else:
+            handle = self.lineReceived
+        delimiter = factory.delimiter
+        count = len(lines)
+        handled = 0
+        # Start handlers a chunk at a time, each chunk no larger than the
+        # room left among the pending replies: however many of them turn
+        # out to be asynchronous, no more than maxPending ever wait.
+        while handled < count:
+            extra = self._extra
+            room = maxPending - (0 if extra is None else len(extra.pending))
+            if room <= 0:
+                extra = self._getExtra()
+                extra.backlog = [*lines[handled:], *extra.backlog]
+                break
+            if count == 1:
+                # One line per read, as a client waiting for each reply
+                # sends: no list to build and join.
+                handled = 1
+                try:
+                    result = handle(lines[0])
+                except Exception:
+                    result = self._handlerRaised()
+                if type(result) is bytes and (extra is None or not extra.pending):
+                    self.send(result + delimiter)
+                else:
+                    self._replyInOrder([result], delimiter)
+                break
+            chunk = (
+                lines
+                if not handled and count <= room
+                else lines[handled : handled + room]
+            )
+            handled += len(chunk)
+            # map() runs the calls in C.  After one raises, the same
+            # iterator goes on with the next line, and extend() keeps what
+            # it had added.
+            calls = map(handle, chunk)
+            results: list[object] = []
+            while True:
+                try:
+                    results.extend(calls)
+                except Exception:
+                    results.append(self._handlerRaised())
+                else:
+                    break
+            extra = self._extra
+            if extra is None or not extra.pending:
+                # The usual case, every result bytes: one join, in C.
+                results.append(b"")
+                try:
+                    data = delimiter.join(results)  # type: ignore[arg-type]
+                except TypeError:
+                    results.pop()
+                else:
+                    self.send(data)
+                    continue
+            self._replyInOrder(results, delimiter)
+        self.linesHandled += handled
+        factory.stats.linesHandled += handled
+        flags = self._flags = self._flags & ~_HANDLING
+        extra = self._extra
+        if extra is None and not flags & (_WANT_CLOSE | _HELD_FOR_PENDING):
+            return  # nothing waits, nothing to resume, no close wanted
+        if extra is not None and extra.backlog and len(extra.pending) < maxPending:
+            # Lines arrived while we were busy here, and there is room.
+            waiting, extra.backlog = extra.backlog, ()
+            self._handleLines(list(waiting))
+            return
+        self._holdWhileFull()
+        self._finishAfterPending()
+
+    def _handlerRaised(self) -> bytes:
+        """
+        Log the exception a handler just raised; it answers its line with
+        L{INTERNAL_ERROR}.
+        """
+        self._log.failure("Handler failed on a line from {peer}", peer=self.peer)
+        return INTERNAL_ERROR
+
+    def _replyInOrder(self, results: list[object], delimiter: bytes) -> None:
+        """
+        Send or queue the handlers' C{results} for consecutive lines, in
+        order: replies that are ready go out in one write, unless a reply
+        before them still waits for its handler; asynchronous results wait.
+        """
+        extra = self._extra
+        pending: deque[_PendingReply] = _NO_PENDING if extra is None else extra.pending  # type: ignore[assignment]
         ready: list[bytes] = []
         append = ready.append
-        remaining = iter(lines)
-        unhandled: list[bytes] = []
-        for line in remaining:
-            try:
-                result = handle(line)
-            except Exception:
-                self._log.failure(
-                    "Handler failed on a line from {peer}", peer=self.peer
-                )
-                result = INTERNAL_ERROR
+        for result in results:
             if type(result) is not bytes:
                 if result is None:
                     continue
-                if isinstance(result, (bytes, str)):
+                if isinstance(result, _REPLY_TYPES):
                     result = _toBytes(result)
                 else:
                     if ready:
                         self.send(b"".join(ready))
                         ready.clear()
-                    extra = self._await(result)
-                    pending = extra.pending  # type: ignore[assignment]
-                    if len(pending) >= maxPending:
-                        unhandled = list(remaining)
-                        extra.backlog = [*unhandled, *extra.backlog]
-                        break
+                    pending = self._await(result).pending  # type: ignore[assignment]
                     continue
             if pending:
                 pending.append(_PendingReply(result))
@@ -302,18 +379,6 @@ class LineProtocol(ConnectionProtocol):
                 append(delimiter)
         if ready:
             self.send(b"".join(ready))
-        handled = len(lines) - len(unhandled)
-        self.linesHandled += handled
-        factory.stats.linesHandled += handled
-        self._flags &= ~_HANDLING
-        extra = self._extra
-        if extra is not None and extra.backlog and len(extra.pending) < maxPending:
-            # Lines arrived while we were busy here, and there is room.
-            waiting, extra.backlog = extra.backlog, ()
-            self._handleLines(list(waiting))
-            return
-        self._holdWhileFull()
-        self._finishAfterPending()
 
     def _holdWhileFull(self) -> None:
         """
@@ -526,11 +591,20 @@ class LineProtocol(ConnectionProtocol):
             self.closeWhenFlushed()
 
 
+_REPLY_TYPES = (bytes, str, bytearray, memoryview)
+"""
+What a handler may return as a reply: C{str} is sent as UTF-8, the others
+as they are.
+"""
+
+
 def _toBytes(reply: object) -> bytes:
     if isinstance(reply, bytes):
         return reply
     if isinstance(reply, str):
         return reply.encode("utf-8")
+    if isinstance(reply, (bytearray, memoryview)):
+        return bytes(reply)
     raise TypeError(f"not a reply: {reply!r}")
 
 

@@ -232,6 +232,74 @@ class LineProtocolTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.flushLoggedErrors(RuntimeError)
 
+    def test_raisingHandlersAmongManyLinesOfOneRead(self) -> None:
+        """
+        Handlers raising on several lines of one read, the first and last
+        among them, each give an ERROR line in place; every line's handler
+        runs exactly once, in order.
+        """
+        logs = LogCapture(self)
+        seen: list[bytes] = []
+
+        def handler(line: bytes) -> bytes:
+            seen.append(line)
+            if line.startswith(b"boom"):
+                raise RuntimeError(line.decode())
+            return line
+
+        protocol, transport = connect(LineFactory(handler))
+        lines = [b"boom1", b"a", b"boom2", b"boom3", b"b", b"boom4"]
+        protocol.dataReceived(b"".join(line + b"\n" for line in lines))
+        error = INTERNAL_ERROR + b"\n"
+        self.assertEqual(transport.value(), error + b"a\n" + error * 2 + b"b\n" + error)
+        self.assertEqual(seen, lines)
+        self.assertEqual(len(logs.failures()), 4)
+        self.assertEqual(protocol.linesHandled, 6)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_mixedSynchronousRepliesInOneRead(self) -> None:
+        """
+        In one read, C{bytes}, C{str}, C{bytearray}, C{memoryview} and
+        C{None} replies go out in order as one write, C{None} sending
+        nothing.
+        """
+        replies: dict[bytes, Any] = {
+            b"b": b"bytes",
+            b"s": "str \N{SNOWMAN}",
+            b"a": bytearray(b"array"),
+            b"m": memoryview(b"view"),
+            b"n": None,
+        }
+        handler: Handler = replies.__getitem__
+        protocol, transport = connect(LineFactory(handler))
+        writes: list[bytes] = []
+        write = transport.write
+
+        def recordingWrite(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        transport.write = recordingWrite  # type: ignore[method-assign]
+        protocol.dataReceived(b"b\nn\ns\na\nm\nn\n")
+        self.assertEqual(
+            writes, [b"bytes\n" + "str \N{SNOWMAN}".encode() + b"\narray\nview\n"]
+        )
+
+    def test_bytesLikeRepliesFromDeferreds(self) -> None:
+        """
+        A Deferred's C{bytearray} or C{memoryview} result is a reply like
+        C{bytes}, also on a one-line read.
+        """
+        replies: dict[bytes, Any] = {
+            b"a": succeed(bytearray(b"array")),
+            b"m": memoryview(b"view"),
+        }
+        handler: Handler = replies.__getitem__
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"a\n")
+        protocol.dataReceived(b"m\n")
+        self.assertEqual(transport.value(), b"array\nview\n")
+
     def test_failedDeferredGivesErrorLine(self) -> None:
         """
         A handler whose Deferred fails gives one ERROR line in that reply's
