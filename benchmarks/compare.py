@@ -194,10 +194,15 @@ class Target:
 
 TARGETS = (
     Target("line-p1", "tcpcomm-line P1", "tcpcomm-line", "pingpong", 2.0),
-    Target("line-p16", "tcpcomm-line P16", "tcpcomm-line", "lines16", 1.0),
-    Target("echo-pingpong", "tcpcomm-echo pingpong", "tcpcomm-echo", "pingpong", 1.0),
+    Target("line-p16", "tcpcomm-line P16", "tcpcomm-line", "lines16", 3.0),
+    Target("echo-pingpong", "tcpcomm-echo pingpong", "tcpcomm-echo", "pingpong", 1.5),
     Target("echo-stream", "tcpcomm-echo stream", "tcpcomm-echo", "stream", 1.0),
 )
+
+LINE_P16_RATE = 2_000_000
+"""
+The rate tcpcomm-line has to reach with 16 lines pipelined, in lines/s.
+"""
 
 BACKLOG = servers.DEFAULT_BACKLOG
 START_TIMEOUT = 20.0
@@ -597,13 +602,72 @@ class Sample:
     outputSeen: bool
 
 
+LOADGEN_SOURCE = ROOT / "benchmarks" / "loadgen.c"
+TCPCOMM_BENCH = [sys.executable, "-m", "tcpcomm", "bench"]
+
+
+def buildLoadgen(directory: Path) -> Path:
+    """
+    Compile L{LOADGEN_SOURCE} into C{directory} with C{$CC} (default C{cc})
+    and return the program's path.
+
+    @raise Failed: If there is no compiler or it fails.
+    """
+    program = directory / "loadgen"
+    command = [
+        *shlex.split(os.environ.get("CC", "cc")),
+        "-O2",
+        "-o",
+        str(program),
+        str(LOADGEN_SOURCE),
+    ]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, timeout=120, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Failed(f"cannot build {LOADGEN_SOURCE.name}: {e}") from None
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        why = lines[0] if lines else f"exit status {done.returncode}"
+        raise Failed(f"cannot build {LOADGEN_SOURCE.name}: {why}")
+    return program
+
+
+def chooseGenerator(options: argparse.Namespace, directory: Path) -> str | None:
+    """
+    Settle C{options.generator} into C{options.generatorCommand}: C{c}
+    builds L{LOADGEN_SOURCE}, C{tcpcomm} is C{python -m tcpcomm bench},
+    C{auto} the first when it builds and the second otherwise; anything else
+    is a command.  Return a problem to report, or C{None}.
+    """
+    choice = options.generator
+    options.generatorNote = None
+    if choice in ("auto", "c"):
+        try:
+            options.generatorCommand = [str(buildLoadgen(directory))]
+            options.generatorName = "benchmarks/loadgen.c"
+            return None
+        except Failed as e:
+            if choice == "c":
+                return str(e)
+            options.generatorNote = f"{e}; using python -m tcpcomm bench"
+            choice = "tcpcomm"
+    if choice == "tcpcomm":
+        options.generatorCommand = TCPCOMM_BENCH
+        options.generatorName = "python -m tcpcomm bench"
+    else:
+        options.generatorCommand = shlex.split(choice)
+        options.generatorName = choice
+    return None
+
+
 def generatorCommand(options: argparse.Namespace) -> list[str]:
     """
     The load generator's command, before its endpoint and options.
     """
-    if options.generator:
-        return shlex.split(options.generator)
-    return [sys.executable, "-m", "tcpcomm", "bench"]
+    command: list[str] = getattr(options, "generatorCommand", TCPCOMM_BENCH)
+    return command
 
 
 @dataclass
@@ -992,6 +1056,16 @@ def targetLines(
         if cell.generatorSaturated or refCell.generatorSaturated:
             line += " (generator saturated: the ratio may be understated)"
         lines.append((line, met))
+    cell = cells.get(("tcpcomm-line", "lines16"))
+    if cell is not None and cell.median is not None:
+        met = cell.median >= LINE_P16_RATE
+        lines.append(
+            (
+                f"tcpcomm-line P16: {cell.median:,.0f} lines/s (target"
+                f" ≥ {LINE_P16_RATE:,}) {'OK' if met else 'BELOW'}",
+                met,
+            )
+        )
     return lines
 
 
@@ -1092,7 +1166,7 @@ def markdown(
         f" uvloop {info['uvloop'] or 'not installed'}; {info['date']}.",
         f"- tcpcomm: commit {info['tcpcomm']}.",
         f"- Pinning: {pinning.describe()}.",
-        f"- Load: `python -m tcpcomm bench` with {processes}: {settings}"
+        f"- Load: `{options.generatorName}` with {processes}: {settings}"
         " (C connections, S-byte lines, P in flight per connection; stream's"
         " default is 256 KiB in flight).",
         f"- Each figure is the median of {plural(options.repeats, 'run')} of"
@@ -1425,8 +1499,12 @@ def parseArguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--generator",
-        help="load generator command instead of"
-        " 'python -m tcpcomm bench' (same options and JSON)",
+        default="auto",
+        metavar="GENERATOR",
+        help="the load generator: 'c' (benchmarks/loadgen.c, built with $CC or"
+        " cc), 'tcpcomm' (python -m tcpcomm bench), 'auto' (c if it builds,"
+        " else tcpcomm), or a command taking the same options and printing the"
+        " same JSON",
     )
     parser.add_argument(
         "--json", action="store_true", help="print compare.json instead of the table"
@@ -1501,9 +1579,15 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, pinning.client)
     if options.processes is None:
         options.processes = pinning.clientCapacity() if pinning.client else 1
-    problem = checkGenerator(options)
+    build = tempfile.TemporaryDirectory(prefix="tcpcomm-compare-")
+    problem = chooseGenerator(options, Path(build.name))
+    if options.generatorNote:
+        report(f"compare: {options.generatorNote}")
+    if problem is None:
+        problem = checkGenerator(options)
     if problem is not None:
         report(f"compare: the load generator does not run: {problem}")
+        build.cleanup()
         return 1
 
     perRun = len(scenarios) * (
@@ -1565,7 +1649,7 @@ def main(argv: list[str] | None = None) -> int:
             "retryNoisy": options.retry_noisy,
             "processes": options.processes,
             "backlog": BACKLOG,
-            "generator": generatorCommand(options),
+            "generator": options.generatorName,
             "seconds": round(elapsed, 1),
         },
         "scenarios": [asdict(s) for s in scenarios],
