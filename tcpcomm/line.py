@@ -121,6 +121,11 @@ LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 3
 """
 The lowest bit of the flags that subclasses of L{LineProtocol} may use.
 """
+_NOT_PLAIN = _HANDLING | _WANT_CLOSE | _HELD_FOR_PENDING
+"""
+Flags under which lines take the long way (L{LineProtocol._handleLines})
+or handling them has more to do afterwards (L{LineProtocol._afterHandling}).
+"""
 
 
 class LineProtocol(ConnectionProtocol):
@@ -197,18 +202,47 @@ class LineProtocol(ConnectionProtocol):
         """
         Frame C{data} into lines and answer them.
         """
-        # countIn, inlined: this runs once per read.
+        # countIn and send are inlined here: this runs once per read.
         size = len(data)
         self.bytesIn += size
         factory = self.factory
-        factory.stats.bytesIn += size
-        if self._flags & _LINGERING:
+        stats = factory.stats
+        stats.bytesIn += size
+        flags = self._flags
+        if flags & _LINGERING:
             return
         framer = self._framer
         if framer is None:
             framer = self._framer = LineFramer(factory.maxLineLength)
         lines = framer.feed(data)
-        if lines:
+        if (
+            len(lines) == 1
+            and not flags & _NOT_PLAIN
+            and self._extra is None
+            and type(self).lineReceived is LineProtocol.lineReceived
+        ):
+            # One line, nothing waiting, nothing held back, no close under
+            # way: a client that waits for each reply.  _handleLines, cut
+            # down to that case.
+            self._flags = (flags | _HANDLING) & _ACTIVE
+            try:
+                reply = factory.handler(lines[0])
+            except Exception:
+                reply = self._handlerRaised()
+            self.linesHandled += 1
+            stats.linesHandled += 1
+            if type(reply) is bytes:
+                reply += factory.delimiter
+                size = len(reply)
+                self.bytesOut += size
+                stats.bytesOut += size
+                self.transport.write(reply)
+            else:
+                self._replyInOrder([reply], factory.delimiter)
+            flags = self._flags = self._flags & ~_HANDLING
+            if self._extra is not None or flags & _NOT_PLAIN:
+                self._afterHandling()
+        elif lines:
             self._handleLines(lines)
         if framer.overflowed and not self._flags & _WANT_CLOSE:
             self._lineTooLong()
@@ -285,19 +319,6 @@ class LineProtocol(ConnectionProtocol):
                 extra = self._getExtra()
                 extra.backlog = [*lines[handled:], *extra.backlog]
                 break
-            if count == 1:
-                # One line per read, as a client waiting for each reply
-                # sends: no list to build and join.
-                handled = 1
-                try:
-                    result = handle(lines[0])
-                except Exception:
-                    result = self._handlerRaised()
-                if type(result) is bytes and (extra is None or not extra.pending):
-                    self.send(result + delimiter)
-                else:
-                    self._replyInOrder([result], delimiter)
-                break
             chunk = (
                 lines
                 if not handled and count <= room
@@ -331,10 +352,21 @@ class LineProtocol(ConnectionProtocol):
         self.linesHandled += handled
         factory.stats.linesHandled += handled
         flags = self._flags = self._flags & ~_HANDLING
+        if self._extra is not None or flags & _NOT_PLAIN:
+            self._afterHandling()
+
+    def _afterHandling(self) -> None:
+        """
+        After handling lines: handle lines that arrived meanwhile if there
+        is room for them, keep reading paused while there is none, and
+        close if a close is wanted and nothing is pending.
+        """
         extra = self._extra
-        if extra is None and not flags & (_WANT_CLOSE | _HELD_FOR_PENDING):
-            return  # nothing waits, nothing to resume, no close wanted
-        if extra is not None and extra.backlog and len(extra.pending) < maxPending:
+        if (
+            extra is not None
+            and extra.backlog
+            and len(extra.pending) < self.factory.maxPending
+        ):
             # Lines arrived while we were busy here, and there is room.
             waiting, extra.backlog = extra.backlog, ()
             self._handleLines(list(waiting))
