@@ -2,8 +2,10 @@
 How fast tcpcomm's servers echo, next to stock Twisted and asyncio servers.
 
 Every server (see L{DESCRIPTIONS}) runs in a subprocess from the checkout on
-127.0.0.1; the load generator, C{python -m tcpcomm bench}, runs in another,
-pinned to other CPUs than the server when the machine has two or more.  For
+127.0.0.1; the load generator (C{benchmarks/loadgen.c}, built on the spot
+when a C compiler is there, else C{python -m tcpcomm bench}: see
+C{--generator}) runs in another, pinned to other CPUs than the server when
+the machine has two or more.  For
 each repeat the servers are taken in a rotated order; each is started
 fresh, warmed up with one short discarded run of every scenario, measured
 once per scenario (scenarios also rotated) and stopped.  The medians over
@@ -17,7 +19,8 @@ Usage::
     python benchmarks/compare.py [--servers S ...] [--scenarios N ...]
         [--repeats 3] [--duration 5] [--warmup 1] [--server-warmup 1]
         [--processes N] [--server-cpu 0] [--client-cpu 1-N]
-        [--wait-quiet PERCENT] [--out benchmarks/results] [--json]
+        [--wait-quiet PERCENT] [--retry-noisy 2] [--generator auto]
+        [--out benchmarks/results] [--json]
 
 Linux only (it reads C{/proc}).  Loopback only.  Every step is bounded in
 time; every process is ended by its PID (the generator by the process group

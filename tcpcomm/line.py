@@ -202,7 +202,7 @@ class LineProtocol(ConnectionProtocol):
         """
         Frame C{data} into lines and answer them.
         """
-        # countIn and send are inlined here: this runs once per read.
+        # countIn (and send, for one line) inlined: this runs once per read.
         size = len(data)
         self.bytesIn += size
         factory = self.factory
@@ -215,34 +215,41 @@ class LineProtocol(ConnectionProtocol):
         if framer is None:
             framer = self._framer = LineFramer(factory.maxLineLength)
         lines = framer.feed(data)
-        if (
-            len(lines) == 1
-            and not flags & _NOT_PLAIN
+        count = len(lines)
+        if not count:
+            pass
+        elif (
+            not flags & _NOT_PLAIN
             and self._extra is None
+            and (count == 1 or count <= factory.maxPending)
             and type(self).lineReceived is LineProtocol.lineReceived
         ):
-            # One line, nothing waiting, nothing held back, no close under
-            # way: a client that waits for each reply.  _handleLines, cut
-            # down to that case.
+            # Nothing waiting, nothing held back, no close under way, room
+            # for every line: the usual read.  _handleLines, cut down to it.
             self._flags = (flags | _HANDLING) & _ACTIVE
-            try:
-                reply = factory.handler(lines[0])
-            except Exception:
-                reply = self._handlerRaised()
-            self.linesHandled += 1
-            stats.linesHandled += 1
-            if type(reply) is bytes:
-                reply += factory.delimiter
-                size = len(reply)
-                self.bytesOut += size
-                stats.bytesOut += size
-                self.transport.write(reply)
+            if count == 1:
+                # A client that waits for each reply: no map(), no join.
+                try:
+                    reply = factory.handler(lines[0])
+                except Exception:
+                    reply = self._handlerRaised()
+                if type(reply) is bytes:
+                    reply += factory.delimiter
+                    size = len(reply)
+                    self.bytesOut += size
+                    stats.bytesOut += size
+                    self.transport.write(reply)
+                else:
+                    self._sendReplies([reply], factory.delimiter)
             else:
-                self._replyInOrder([reply], factory.delimiter)
+                results = self._callHandlers(factory.handler, lines)
+                self._sendReplies(results, factory.delimiter)
+            self.linesHandled += count
+            stats.linesHandled += count
             flags = self._flags = self._flags & ~_HANDLING
             if self._extra is not None or flags & _NOT_PLAIN:
                 self._afterHandling()
-        elif lines:
+        else:
             self._handleLines(lines)
         if framer.overflowed and not self._flags & _WANT_CLOSE:
             self._lineTooLong()
@@ -325,35 +332,51 @@ class LineProtocol(ConnectionProtocol):
                 else lines[handled : handled + room]
             )
             handled += len(chunk)
-            # map() runs the calls in C.  After one raises, the same
-            # iterator goes on with the next line, and extend() keeps what
-            # it had added.
-            calls = map(handle, chunk)
-            results: list[object] = []
-            while True:
-                try:
-                    results.extend(calls)
-                except Exception:
-                    results.append(self._handlerRaised())
-                else:
-                    break
-            extra = self._extra
-            if extra is None or not extra.pending:
-                # The usual case, every result bytes: one join, in C.
-                results.append(b"")
-                try:
-                    data = delimiter.join(results)  # type: ignore[arg-type]
-                except TypeError:
-                    results.pop()
-                else:
-                    self.send(data)
-                    continue
-            self._replyInOrder(results, delimiter)
+            self._sendReplies(self._callHandlers(handle, chunk), delimiter)
         self.linesHandled += handled
         factory.stats.linesHandled += handled
         flags = self._flags = self._flags & ~_HANDLING
         if self._extra is not None or flags & _NOT_PLAIN:
             self._afterHandling()
+
+    def _callHandlers(
+        self, handle: Callable[[bytes], HandlerResult], lines: list[bytes]
+    ) -> list[object]:
+        """
+        Call C{handle} on each of C{lines}, in order; a line whose handler
+        raised is answered with L{INTERNAL_ERROR}.
+
+        @return: The results, one per line.
+        """
+        # map() runs the calls in C.  After one raises, the same iterator
+        # goes on with the next line, and extend() keeps what it had added.
+        calls = map(handle, lines)
+        results: list[object] = []
+        while True:
+            try:
+                results.extend(calls)
+            except Exception:
+                results.append(self._handlerRaised())
+            else:
+                return results
+
+    def _sendReplies(self, results: list[object], delimiter: bytes) -> None:
+        """
+        Reply with the handlers' C{results} for consecutive lines, in order:
+        in one write, joined in C, when every one is bytes and no reply
+        waits before them; otherwise by L{_replyInOrder}.
+        """
+        extra = self._extra
+        if extra is None or not extra.pending:
+            results.append(b"")
+            try:
+                data = delimiter.join(results)  # type: ignore[arg-type]
+            except TypeError:
+                results.pop()
+            else:
+                self.send(data)
+                return
+        self._replyInOrder(results, delimiter)
 
     def _afterHandling(self) -> None:
         """

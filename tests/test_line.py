@@ -455,6 +455,29 @@ class LineProtocolTests(SynchronousTestCase):
         waiting[0].callback(b"a")
         self.assertEqual(transport.producerState, "producing")
 
+    def test_readThatFillsPendingPausesReading(self) -> None:
+        """
+        A single read whose lines leave exactly C{maxPending} replies
+        waiting pauses reading at once.
+        """
+        for maxPending in (1, 3):
+            waiting: list[Deferred[bytes]] = []
+
+            def handler(
+                line: bytes, waiting: list[Deferred[bytes]] = waiting
+            ) -> Deferred[bytes]:
+                waiting.append(Deferred())
+                return waiting[-1]
+
+            protocol, transport = connect(LineFactory(handler, maxPending=maxPending))
+            protocol.dataReceived(b"x\n" * maxPending)
+            self.assertEqual(len(waiting), maxPending)
+            self.assertEqual(transport.producerState, "paused")
+            for d in waiting:
+                d.callback(b"y")
+            self.assertEqual(transport.value(), b"y\n" * maxPending)
+            self.assertEqual(transport.producerState, "producing")
+
     def test_oneReadStartsAtMostMaxPendingHandlers(self) -> None:
         """
         One read full of lines starts no more than C{maxPending} slow
