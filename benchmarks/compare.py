@@ -1582,6 +1582,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, pinning.client)
     if options.processes is None:
         options.processes = pinning.clientCapacity() if pinning.client else 1
+    # Where loadgen.c is built; removed when this object goes, at exit.
     build = tempfile.TemporaryDirectory(prefix="tcpcomm-compare-")
     problem = chooseGenerator(options, Path(build.name))
     if options.generatorNote:
@@ -1590,7 +1591,6 @@ def main(argv: list[str] | None = None) -> int:
         problem = checkGenerator(options)
     if problem is not None:
         report(f"compare: the load generator does not run: {problem}")
-        build.cleanup()
         return 1
 
     perRun = len(scenarios) * (

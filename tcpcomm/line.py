@@ -221,7 +221,7 @@ class LineProtocol(ConnectionProtocol):
         elif (
             not flags & _NOT_PLAIN
             and self._extra is None
-            and (count == 1 or count <= factory.maxPending)
+            and count <= factory.maxPending
             and type(self).lineReceived is LineProtocol.lineReceived
         ):
             # Nothing waiting, nothing held back, no close under way, room
