@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -123,9 +123,10 @@ The lowest bit of the flags that subclasses of L{LineProtocol} may use.
 """
 _NOT_PLAIN = _HANDLING | _WANT_CLOSE | _HELD_FOR_PENDING
 """
-Flags under which lines take the long way (L{LineProtocol._handleLines})
-or handling them has more to do afterwards (L{LineProtocol._afterHandling}).
+Flags under which handling lines has more to do afterwards
+(L{LineProtocol._afterHandling}).
 """
+_NOT_HANDLING = ~_HANDLING
 
 
 class LineProtocol(ConnectionProtocol):
@@ -159,6 +160,17 @@ class LineProtocol(ConnectionProtocol):
     linesHandled: int
     _framer: LineFramer | None
     _extra: _LineExtra | None
+
+    _plainLines: ClassVar[bool] = True
+    """
+    Whether this class answers lines with L{LineProtocol.lineReceived}
+    itself, so that the factory's handler may be called directly; set for
+    each subclass when it is defined.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plainLines = cls.lineReceived is LineProtocol.lineReceived
 
     def __init__(self) -> None:
         super().__init__()
@@ -208,25 +220,20 @@ class LineProtocol(ConnectionProtocol):
         factory = self.factory
         stats = factory.stats
         stats.bytesIn += size
-        flags = self._flags
-        if flags & _LINGERING:
+        if self._flags:
+            # In some state (handling, held, closing, seen idle by a sweep,
+            # ...): the general way.  A connection at work has no flag set.
+            self._readInState(data)
             return
-        framer = self._framer
-        if framer is None:
-            framer = self._framer = LineFramer(factory.maxLineLength)
+        framer = self._framer or self._startFraming()
         lines = framer.feed(data)
         count = len(lines)
         if not count:
             pass
-        elif (
-            not flags & _NOT_PLAIN
-            and self._extra is None
-            and count <= factory.maxPending
-            and type(self).lineReceived is LineProtocol.lineReceived
-        ):
-            # Nothing waiting, nothing held back, no close under way, room
-            # for every line: the usual read.  _handleLines, cut down to it.
-            self._flags = (flags | _HANDLING) & _ACTIVE
+        elif self._extra is None and count <= factory.maxPending and self._plainLines:
+            # No reply waiting and room for every line: the usual read.
+            # _handleLines, cut down to it (no flag was set, so none to keep).
+            self._flags = _HANDLING
             if count == 1:
                 # A client that waits for each reply: no map(), no join.
                 try:
@@ -246,13 +253,38 @@ class LineProtocol(ConnectionProtocol):
                 self._sendReplies(results, factory.delimiter)
             self.linesHandled += count
             stats.linesHandled += count
-            flags = self._flags = self._flags & ~_HANDLING
-            if self._extra is not None or flags & _NOT_PLAIN:
+            if self._flags != _HANDLING or self._extra is not None:
+                # Handling left something to do: a reply to wait for, a
+                # close, a hold (or only a paused write: then it is a no-op).
+                self._flags &= _NOT_HANDLING
                 self._afterHandling()
+            else:
+                self._flags = 0
         else:
             self._handleLines(lines)
         if framer.overflowed and not self._flags & _WANT_CLOSE:
             self._lineTooLong()
+
+    def _readInState(self, data: bytes) -> None:
+        """
+        L{dataReceived} for a connection with any flag set: discard C{data}
+        if lingering, else frame it and handle its lines the general way.
+        """
+        if self._flags & _LINGERING:
+            return
+        framer = self._framer or self._startFraming()
+        lines = framer.feed(data)
+        if lines:
+            self._handleLines(lines)
+        if framer.overflowed and not self._flags & _WANT_CLOSE:
+            self._lineTooLong()
+
+    def _startFraming(self) -> LineFramer:
+        """
+        Make this connection's framer, when its first bytes arrive.
+        """
+        framer = self._framer = LineFramer(self.factory.maxLineLength)
+        return framer
 
     def inputEnded(self) -> None:
         """
@@ -309,7 +341,7 @@ class LineProtocol(ConnectionProtocol):
         # Handling lines is activity (touch).
         self._flags = (self._flags | _HANDLING) & _ACTIVE
         handle: Callable[[bytes], HandlerResult]
-        if type(self).lineReceived is LineProtocol.lineReceived:
+        if self._plainLines:
             handle = factory.handler  # the same call, one frame less
         else:
             handle = self.lineReceived

@@ -342,7 +342,7 @@ class FlagsTests(SynchronousTestCase):
             if name.isupper()
             and name.startswith("_")
             and isinstance(value, int)
-            and name not in ("_IDLE", "_ACTIVE", "_NOT_PLAIN")
+            and name not in ("_IDLE", "_ACTIVE", "_NOT_PLAIN", "_NOT_HANDLING")
         }
         flags = list(named.values())
         idle = tcpcomm.connection._IDLE

@@ -528,6 +528,34 @@ class LineProtocolTests(SynchronousTestCase):
         protocol.dataReceived(b"abc\n")
         self.assertEqual(transport.value(), b"ABC\n")
 
+    def test_subclassHookInherited(self) -> None:
+        """
+        An override of C{lineReceived} answers for the subclasses of its
+        class too, one line or many per read, and a subclass that overrides
+        nothing calls the factory's handler.
+        """
+
+        class Upper(LineProtocol):
+            def lineReceived(self, line: bytes) -> HandlerResult:
+                return line.upper()
+
+        class Louder(Upper):
+            pass
+
+        class Plain(LineProtocol):
+            pass
+
+        for protocolClass, expected in [
+            (Louder, b"ABC\nX\nY\n"),
+            (Plain, b"abc!\nx!\ny!\n"),
+        ]:
+            factory = LineFactory(lambda line: line + b"!")
+            factory.protocol = protocolClass
+            protocol, transport = connect(factory)
+            protocol.dataReceived(b"abc\n")
+            protocol.dataReceived(b"x\ny\n")
+            self.assertEqual(transport.value(), expected)
+
     def test_countersAndLogLine(self) -> None:
         """
         The factory counts lines and bytes; the close log line names the peer

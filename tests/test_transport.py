@@ -25,6 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
+from twisted.python.runtime import platform
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpcomm.transport import (
@@ -38,12 +39,46 @@ from tcpcomm.transport import (
 TIMEOUT = 10.0
 reactor: Any = globalReactor
 
+INSTANCE_DEFAULTS = (
+    "dataBuffer",
+    "disconnecting",
+    "_writeDisconnecting",
+    "_aborting",
+    "TLS",
+    "producer",
+    "producerPaused",
+    "bufferSize",
+)
+"""
+The class attributes of Twisted's TCP transport that L{WriteThroughServer}
+copies onto each connection.
+"""
+
 
 def bounded(d: Deferred[Any]) -> Deferred[Any]:
     """
     Fail C{d} if it has not fired in L{TIMEOUT} seconds.
     """
     return d.addTimeout(TIMEOUT, reactor)
+
+
+async def readToEnd(client: socket.socket) -> bytes:
+    """
+    Read what C{client} (a plain socket) receives until the server closes,
+    letting the reactor run meanwhile; fail after L{TIMEOUT} seconds.
+    """
+    client.setblocking(False)
+    received = b""
+    for _ in range(int(TIMEOUT / 0.01)):
+        try:
+            chunk = client.recv(65536)
+        except BlockingIOError:
+            await deferLater(reactor, 0.01)
+            continue
+        if not chunk:
+            return received
+        received += chunk
+    raise TimeoutError(f"no end of stream after {TIMEOUT} s; got {received!r}")
 
 
 class Collector(Protocol):
@@ -239,6 +274,70 @@ class WriteThroughTests(ListeningMixin, TestCase):
         self.assertEqual(await bounded(client.done), b"one two three")
         self.assertFalse(watching)
 
+    async def test_twistedDefaultsOnTheInstance(self) -> None:
+        """
+        A connection holds the class defaults of Twisted's transport that
+        C{write} and C{doRead} read as its own attributes, with the same
+        values.
+        """
+        factory = Factory.forProtocol(ServerSide)
+        factory.made = Deferred()  # type: ignore[attr-defined]
+        _, portNumber = self.listen(factory)
+        client = Collector()
+        connecting = self.connect(portNumber, client)
+        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        own = vars(server.transport)
+        for name in INSTANCE_DEFAULTS:
+            self.assertEqual(
+                (name, own.get(name, "missing")), (name, getattr(tcp.Server, name))
+            )
+        server.transport.loseConnection()  # type: ignore[union-attr]
+        await connecting
+        self.assertEqual(await bounded(client.done), b"")
+
+    async def test_nothingSentAfterAbort(self) -> None:
+        """
+        After C{abortConnection}, a write sends nothing, as with Twisted's
+        own transport: the client gets none of its bytes.
+        """
+        factory = Factory.forProtocol(ServerSide)
+        factory.made = Deferred()  # type: ignore[attr-defined]
+        _, portNumber = self.listen(factory)
+        client = Collector()
+        connecting = self.connect(portNumber, client)
+        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        server.transport.abortConnection()  # type: ignore[union-attr]
+        server.transport.write(b"too late")  # type: ignore[union-attr]
+        await connecting
+        self.assertEqual(await bounded(client.done), b"")
+
+    async def test_lostConnectionWritesNowhere(self) -> None:
+        """
+        A write on a connection already lost goes nowhere, not even to a
+        newer connection given the same file descriptor.
+        """
+        factory = Factory.forProtocol(ServerSide)
+        _, portNumber = self.listen(factory)
+        factory.made = Deferred()  # type: ignore[attr-defined]
+        first = socket.create_connection(("127.0.0.1", portNumber), timeout=TIMEOUT)
+        self.addCleanup(first.close)
+        old: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        oldTransport: Any = old.transport
+        descriptor = oldTransport._descriptor
+        second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(second.close)
+        first.shutdown(socket.SHUT_WR)  # the client ends it: not disconnecting
+        while oldTransport.connected:
+            await deferLater(reactor, 0.01)
+        factory.made = Deferred()  # type: ignore[attr-defined]
+        second.connect(("127.0.0.1", portNumber))
+        new: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        self.assertEqual(new.transport._descriptor, descriptor)  # type: ignore[union-attr]
+        oldTransport.write(b"stale")
+        new.transport.write(b"fresh")  # type: ignore[union-attr]
+        new.transport.loseConnection()  # type: ignore[union-attr]
+        self.assertEqual(await readToEnd(second), b"fresh")
+
     async def test_logStringsOnDemand(self) -> None:
         """
         The log prefix and repr are Twisted's, made only when asked for (an
@@ -373,6 +472,28 @@ class FallbackTests(SynchronousTestCase):
         listenTCP(memory, 1234, factory, backlog=7, interface="::1")
         self.assertEqual(memory.tcpServers, [(1234, factory, 7, "::1")])
 
+    def test_twistedTransportOnWindows(self) -> None:
+        """
+        On Windows, where a socket is not a file descriptor, even a POSIX
+        reactor (select) gets Twisted's own ports, listening and adopted.
+        """
+        self.patch(platform, "isWindows", lambda: True)
+        port = listenTCP(
+            reactor, 0, Factory.forProtocol(Protocol), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        self.assertIs(type(port), tcp.Port)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.setblocking(False)
+        adopted = adoptStreamPort(
+            reactor, listener.fileno(), socket.AF_INET, Factory.forProtocol(Protocol)
+        )
+        self.addCleanup(adopted.stopListening)
+        self.assertIs(type(adopted), tcp.Port)
+
 
 class TwistedInternalsTests(SynchronousTestCase):
     """
@@ -394,6 +515,8 @@ class TwistedInternalsTests(SynchronousTestCase):
         self.assertFalse(descriptor._writeDisconnecting)
         self.assertFalse(descriptor.disconnecting)
         self.assertFalse(tcp.Server.TLS)
+        self.assertFalse(tcp.Server._aborting)
+        self.assertEqual(tcp.Server.bufferSize, 65536)
 
     def test_portTransportHook(self) -> None:
         """
