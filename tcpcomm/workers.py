@@ -655,6 +655,13 @@ class SupervisorWatch(Service):
             self._log.info("The supervisor asks to stop: shutting down")
         else:
             self._log.warn("The supervisor is gone: shutting down")
+        # A SIGTERM of our own (systemd signals every process of a service
+        # at once) queues its stop with callFromThread; queued behind it,
+        # this stop finds the reactor stopping instead of making that one
+        # fail with a logged ReactorNotRunning.
+        self._reactor.callFromThread(self._stopReactor)
+
+    def _stopReactor(self) -> None:
         try:
             self._reactor.stop()
         except ReactorNotRunning:

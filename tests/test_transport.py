@@ -47,11 +47,12 @@ INSTANCE_DEFAULTS = (
     "TLS",
     "producer",
     "producerPaused",
+    "streamingProducer",
     "bufferSize",
 )
 """
 The class attributes of Twisted's TCP transport that L{WriteThroughServer}
-copies onto each connection.
+keeps in slots of each connection.
 """
 
 
@@ -277,7 +278,7 @@ class WriteThroughTests(ListeningMixin, TestCase):
     async def test_twistedDefaultsOnTheInstance(self) -> None:
         """
         A connection holds the class defaults of Twisted's transport that
-        C{write} and C{doRead} read as its own attributes, with the same
+        C{write} and C{doRead} read in slots of its own, with the same
         values.
         """
         factory = Factory.forProtocol(ServerSide)
@@ -286,10 +287,11 @@ class WriteThroughTests(ListeningMixin, TestCase):
         client = Collector()
         connecting = self.connect(portNumber, client)
         server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
-        own = vars(server.transport)
+        transport = server.transport
         for name in INSTANCE_DEFAULTS:
+            self.assertIn(name, WriteThroughServer.__slots__)
             self.assertEqual(
-                (name, own.get(name, "missing")), (name, getattr(tcp.Server, name))
+                (name, getattr(transport, name)), (name, getattr(tcp.Server, name))
             )
         server.transport.loseConnection()  # type: ignore[union-attr]
         await connecting

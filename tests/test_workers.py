@@ -32,6 +32,7 @@ from twisted.internet.error import (
     CannotListenError,
     ProcessDone,
     ProcessTerminated,
+    ReactorNotRunning,
 )
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
@@ -767,6 +768,59 @@ class SharedSocketTests(TestCase):
             self.assertNoResult(ended)
             os.close(writeEnd)
             self.assertEqual(await ended, asked)
+
+
+class QueueingReactor:
+    """
+    A reactor's C{stop} and C{callFromThread}, as far as a worker's
+    shutdown uses them: calls queue until L{runQueued}, and a second
+    C{stop} raises.
+    """
+
+    def __init__(self) -> None:
+        self.queued: list[Callable[[], object]] = []
+        self.stops = 0
+
+    def callFromThread(self, f: Callable[[], object]) -> None:
+        self.queued.append(f)
+
+    def stop(self) -> None:
+        if self.stops:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+        self.stops += 1
+
+    def runQueued(self) -> None:
+        while self.queued:
+            self.queued.pop(0)()
+
+
+class SupervisorWatchStopTests(SynchronousTestCase):
+    """
+    How a worker stops when the supervisor asks or goes.
+    """
+
+    def test_stopAfterSignalsStop(self) -> None:
+        """
+        When a SIGTERM's stop is already queued (every process signalled at
+        once), the supervisor's request stops the reactor once, no error.
+        """
+        for asked in [True, False]:
+            fake = QueueingReactor()
+            watch = SupervisorWatch(fake)
+            fake.callFromThread(fake.stop)  # as Twisted's SIGTERM handler does
+            watch._shutDown(asked)
+            self.assertEqual(fake.stops, 0)
+            fake.runQueued()
+            self.assertEqual(fake.stops, 1)
+
+    def test_stopAlone(self) -> None:
+        """
+        Without a signal, the supervisor's request stops the reactor.
+        """
+        fake = QueueingReactor()
+        SupervisorWatch(fake)._shutDown(True)
+        fake.runQueued()
+        self.assertEqual(fake.stops, 1)
 
 
 # The real twistd with workers.
