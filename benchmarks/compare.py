@@ -62,6 +62,8 @@ SERVERS_SCRIPT = str(Path(servers.__file__).resolve())
 
 DESCRIPTIONS = {
     "tcpcomm-line": "tcpcomm line mode, `twistd -n tcpcomm` (echoes lines)",
+    "tcpcomm-line-py": "the same with a handler in Python, `--handler"
+    " benchmarks.servers:echoInPython`",
     "tcpcomm-echo": "tcpcomm echo mode, `twistd -n tcpcomm --protocol echo`",
     "twisted-echo": "Twisted `wire.Echo`, epoll reactor",
     "twisted-linereceiver": "Twisted `LineReceiver` echoing lines, epoll reactor",
@@ -72,7 +74,13 @@ DESCRIPTIONS = {
 }
 
 LINE_KINDS = frozenset(
-    {"tcpcomm-line", "twisted-linereceiver", "twisted-lineonly", "asyncio-streams"}
+    {
+        "tcpcomm-line",
+        "tcpcomm-line-py",
+        "twisted-linereceiver",
+        "twisted-lineonly",
+        "asyncio-streams",
+    }
 )
 """
 Servers that frame lines; the others echo bytes as they come.

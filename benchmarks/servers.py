@@ -28,7 +28,7 @@ DEFAULT_BACKLOG = 1024
 
 TWISTED_KINDS = ("twisted-echo", "twisted-linereceiver", "twisted-lineonly")
 ASYNCIO_KINDS = ("asyncio-protocol", "asyncio-streams", "uvloop-protocol")
-TCPCOMM_KINDS = ("tcpcomm-line", "tcpcomm-echo")
+TCPCOMM_KINDS = ("tcpcomm-line", "tcpcomm-line-py", "tcpcomm-echo")
 KINDS = TCPCOMM_KINDS + TWISTED_KINDS + ASYNCIO_KINDS
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
@@ -47,7 +47,12 @@ def tcpcommCommand(kind: str, backlog: int) -> list[str]:
 
     Run it with the checkout as the working directory.
     """
-    protocol = {"tcpcomm-line": "line", "tcpcomm-echo": "echo"}[kind]
+    protocol = {"tcpcomm-line": "line", "tcpcomm-line-py": "line"}.get(kind, "echo")
+    handler = (
+        ["--handler", f"benchmarks.servers:{echoInPython.__name__}"]
+        if kind == "tcpcomm-line-py"
+        else []
+    )
     return [
         sys.executable,
         "-c",
@@ -57,9 +62,19 @@ def tcpcommCommand(kind: str, backlog: int) -> list[str]:
         "tcpcomm",
         "--protocol",
         protocol,
+        *handler,
         "--port",
         f"tcp:0:interface=127.0.0.1:backlog={backlog}",
     ]
+
+
+def echoInPython(line: bytes) -> bytes:
+    """
+    The line handler of C{tcpcomm-line-py}: the default echo, written as a
+    Python function, as a user's own handler is (tcpcomm's default,
+    C{bytes.__bytes__}, is called without a Python frame).
+    """
+    return line
 
 
 def serverCommand(kind: str, backlog: int, script: str) -> list[str]:

@@ -25,6 +25,7 @@ from tcpcomm.line import (
     HandlerResult,
     LineFactory,
     LineProtocol,
+    echoLine,
 )
 from tcpcomm.testing import startServer
 
@@ -87,6 +88,15 @@ class LineProtocolTests(SynchronousTestCase):
         protocol, transport = connect(LineFactory())
         protocol.dataReceived(b"hello\nworld\n")
         self.assertEqual(transport.value(), b"hello\nworld\n")
+
+    def test_echoLineIsIdentity(self) -> None:
+        """
+        The default handler returns the line it is given, any bytes at all,
+        empty included.
+        """
+        for line in [b"", b"hello", bytes(range(256)), b"x" * 65536]:
+            self.assertIs(echoLine(line), line)
+        self.assertIs(LineFactory().handler, echoLine)
 
     def test_crlfInLfOut(self) -> None:
         """
