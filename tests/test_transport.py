@@ -145,6 +145,24 @@ class ListeningMixin:
         self.addCleanup(port.stopListening)
         return port, port.getHost().port
 
+    async def serverAndClient(
+        self: Any,
+    ) -> tuple[ServerSide, Collector, Deferred[Collector], int]:
+        """
+        Listen with L{listenTCP}, connect a L{Collector} that sends nothing,
+        and wait for the server side.
+
+        @return: The server's protocol, the client, the client's connection
+            (fires once connected) and the port number.
+        """
+        factory = Factory.forProtocol(ServerSide)
+        factory.made = Deferred()  # type: ignore[attr-defined]
+        _, portNumber = self.listen(factory)
+        client = Collector()
+        connecting = self.connect(portNumber, client)
+        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        return server, client, connecting, portNumber
+
     def connect(self: Any, portNumber: int, client: Collector) -> Deferred[Collector]:
         """
         Connect C{client} to 127.0.0.1:C{portNumber}, starting at once.
@@ -187,12 +205,7 @@ class WriteThroughTests(ListeningMixin, TestCase):
         Once the kernel's buffer is full, later writes queue behind what is
         buffered, and the client gets every byte in order.
         """
-        factory = Factory.forProtocol(ServerSide)
-        factory.made = Deferred()  # type: ignore[attr-defined]
-        _, portNumber = self.listen(factory)
-        client = Collector()
-        connecting = self.connect(portNumber, client)
-        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        server, client, connecting, _ = await self.serverAndClient()
         transport = server.transport
         big = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than loopback holds
         transport.write(big)  # type: ignore[union-attr]
@@ -217,12 +230,7 @@ class WriteThroughTests(ListeningMixin, TestCase):
         import io
 
         payload = bytes(range(251)) * 4096  # about 1 MiB
-        factory = Factory.forProtocol(ServerSide)
-        factory.made = Deferred()  # type: ignore[attr-defined]
-        _, portNumber = self.listen(factory)
-        client = Collector()
-        connecting = self.connect(portNumber, client)
-        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        server, client, connecting, _ = await self.serverAndClient()
         sent = FileSender().beginFileTransfer(io.BytesIO(payload), server.transport)
         await bounded(sent)
         server.transport.loseConnection()  # type: ignore[union-attr]
@@ -262,12 +270,7 @@ class WriteThroughTests(ListeningMixin, TestCase):
         """
         C{writeSequence} of bytes is one write-through send.
         """
-        factory = Factory.forProtocol(ServerSide)
-        factory.made = Deferred()  # type: ignore[attr-defined]
-        _, portNumber = self.listen(factory)
-        client = Collector()
-        connecting = self.connect(portNumber, client)
-        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        server, client, connecting, _ = await self.serverAndClient()
         server.transport.writeSequence([b"one ", b"two ", b"three"])  # type: ignore[union-attr]
         watching = server.transport in reactor.getWriters()
         server.transport.loseConnection()  # type: ignore[union-attr]
@@ -281,12 +284,7 @@ class WriteThroughTests(ListeningMixin, TestCase):
         C{write} and C{doRead} read in slots of its own, with the same
         values.
         """
-        factory = Factory.forProtocol(ServerSide)
-        factory.made = Deferred()  # type: ignore[attr-defined]
-        _, portNumber = self.listen(factory)
-        client = Collector()
-        connecting = self.connect(portNumber, client)
-        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        server, client, connecting, _ = await self.serverAndClient()
         transport = server.transport
         for name in INSTANCE_DEFAULTS:
             self.assertIn(name, WriteThroughServer.__slots__)
@@ -302,12 +300,7 @@ class WriteThroughTests(ListeningMixin, TestCase):
         After C{abortConnection}, a write sends nothing, as with Twisted's
         own transport: the client gets none of its bytes.
         """
-        factory = Factory.forProtocol(ServerSide)
-        factory.made = Deferred()  # type: ignore[attr-defined]
-        _, portNumber = self.listen(factory)
-        client = Collector()
-        connecting = self.connect(portNumber, client)
-        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        server, client, connecting, _ = await self.serverAndClient()
         server.transport.abortConnection()  # type: ignore[union-attr]
         server.transport.write(b"too late")  # type: ignore[union-attr]
         await connecting
@@ -346,12 +339,7 @@ class WriteThroughTests(ListeningMixin, TestCase):
         idle connection stores neither), and still work after the
         connection is lost.
         """
-        factory = Factory.forProtocol(ServerSide)
-        factory.made = Deferred()  # type: ignore[attr-defined]
-        _, portNumber = self.listen(factory)
-        client = Collector()
-        connecting = self.connect(portNumber, client)
-        server: ServerSide = await bounded(factory.made)  # type: ignore[attr-defined]
+        server, client, connecting, portNumber = await self.serverAndClient()
         transport: Any = server.transport
         stored = dict(vars(transport))
         session = transport.sessionno
