@@ -371,7 +371,7 @@ class LineProtocol(ConnectionProtocol):
             self._sendReplies(self._callHandlers(handle, chunk), delimiter)
         self.linesHandled += handled
         factory.stats.linesHandled += handled
-        flags = self._flags = self._flags & ~_HANDLING
+        flags = self._flags = self._flags & _NOT_HANDLING
         if self._extra is not None or flags & _NOT_PLAIN:
             self._afterHandling()
 
