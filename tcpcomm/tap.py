@@ -558,17 +558,18 @@ def raiseFileLimit(wanted: int) -> None:
 
 def _bindsLater(config: usage.Options) -> bool:
     """
-    Whether C{config} is a server's that twistd is about to start (its
-    parent is twistd's C{ServerOptions}), in the directory it was started
-    in (no C{--rundir} or C{--chroot}, which change what a UNIX socket's
-    path names), and not a worker's (whose ports are bound already).
+    Whether C{config} is a server's that twistd (or twist) is about to
+    start, binding its ports only once it has forked or started logging:
+    its parent is the runner's options, it runs in the directory it was
+    started in (no C{--rundir} or C{--chroot}, which change what a UNIX
+    socket's path names), and it is not a worker (whose ports are bound
+    already).
     """
-    twistd = config.parent
+    runner = config.parent
     return (
-        twistd is not None
-        and "nodaemon" in twistd
-        and not twistd.get("chroot")
-        and twistd.get("rundir", ".") == "."
+        runner is not None
+        and not runner.get("chroot")
+        and runner.get("rundir", ".") == "."
         and config.get("worker-fds") is None
     )
 
@@ -588,7 +589,8 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         reactor = globalReactor
     if _bindsLater(config):
         # twistd binds after it has forked into a daemon and started
-        # logging, where a failure could not be one line on the terminal.
+        # logging, where a failure could not be one line on the terminal;
+        # twist binds in startService, without our one-line report.
         checkPortsBindable(config["ports"])
     if config.get("workers", 1) > 1:
         # A supervisor holding the ports for worker processes (tcpcomm.workers).
