@@ -39,7 +39,6 @@ Nothing here imports the reactor: functions take it as a parameter.
 from __future__ import annotations
 
 import atexit
-import errno
 import os
 import signal
 import socket
@@ -86,7 +85,6 @@ __all__ = [
     "cannotListenMessage",
     "checkPortsBindable",
     "checkWorkerOptions",
-    "closeAtOnce",
     "cpuCount",
     "failStartup",
     "inheritedPortServices",
@@ -468,23 +466,16 @@ def bindPorts(reactor: Any, descriptions: Sequence[str]) -> list[IListeningPort]
                 result.raiseException()
             assert isinstance(result, _HeldTCPPort | _HeldUNIXPort), result
         except BaseException as e:
-            closeAtOnce(bound)
+            for port in bound:
+                # At once (stopListening waits a reactor turn, and start-up
+                # is ending): close the socket, remove a UNIX socket's file.
+                cast(Any, port).connectionLost(Failure(ConnectionDone()))
             message = cannotListenMessage(description, e)
             if message is not None:
                 raise SystemExit(message) from None
             raise
         bound.append(result)
     return bound
-
-
-def closeAtOnce(ports: Sequence[IListeningPort]) -> None:
-    """
-    Close ports that L{bindPorts} bound now, not a reactor turn later as
-    C{stopListening} would (start-up is ending, or binding again): close
-    the sockets, remove a UNIX socket's file and lock.
-    """
-    for port in ports:
-        cast(Any, port).connectionLost(Failure(ConnectionDone()))
 
 
 class _ProbingReactor:
@@ -540,14 +531,21 @@ class _ProbingReactor:
         path = os.fsdecode(address)
         if path.startswith(("\0", "@")):
             return  # abstract: no file
+        lock = None
         if wantPID:
             # Twisted's lock: held by a running process, or not creatable.
             lock = FilesystemLock(path + ".lock")
             if not lock.lock():
                 raise CannotListenError(None, path, "Already listening")
-            lock.unlock()
-        elif not os.path.isdir(os.path.dirname(path) or "."):
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        try:
+            # Under the lock, Twisted replaces a socket file left behind.
+            if lock is None or not os.path.exists(path):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.bind(path)
+                os.unlink(path)
+        finally:
+            if lock is not None:
+                lock.unlock()
 
 
 def checkPortsBindable(descriptions: Sequence[str]) -> None:

@@ -326,6 +326,18 @@ class CheckPortsBindableTests(SynchronousTestCase):
         self.addCleanup(lock.unlock)
         self.assertOneLine([f"unix:{directory}/s.sock"], "Already listening")
 
+    def test_unixLeftBehind(self) -> None:
+        """
+        A UNIX socket file a dead server left behind is no reason to refuse
+        (Twisted replaces it under its lock), unless there is no lock.
+        """
+        path = temporaryDirectory(self) / "s.sock"
+        with socket.socket(socket.AF_UNIX) as old:
+            old.bind(str(path))
+        checkPortsBindable([f"unix:{path}"])
+        self.assertTrue(path.exists())
+        self.assertOneLine([f"unix:{path}:lockfile=0"], "Address already in use")
+
     def test_unixMissingDirectory(self) -> None:
         """
         A UNIX socket in a missing directory is refused, with or without a
