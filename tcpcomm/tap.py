@@ -161,7 +161,8 @@ class Options(usage.Options):
         " each line a client sends is answered by a handler (default: echo"
         " the line); in echo mode every byte comes back (RFC 862).  TCP"
         f" endpoints get a listen backlog of {DEFAULT_BACKLOG} unless they"
-        " name one."
+        " name one.  In the foreground (twistd -n) no PID file is written"
+        " unless twistd's --pidfile names one."
     )
 
     optFlags: ClassVar[list[list[Any]]] = [
