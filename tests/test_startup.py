@@ -462,8 +462,9 @@ class ForegroundPIDFileTests(SynchronousTestCase):
         """
         C{--pidfile}, even naming twistd's default, is written.
         """
+        typed = "".join(["twistd", ".pid"])  # a string of its own, as argv's are
         self.assertEqual(
-            self.pidfile(["-n", "--pidfile", "twistd.pid", "tcpcomm"]),
+            self.pidfile(["-n", "--pidfile", typed, "tcpcomm"]),
             os.path.abspath("twistd.pid"),
         )
 
