@@ -513,7 +513,7 @@ class BadCommandLineTests(SynchronousTestCase):
     def test_busyPort(self) -> None:
         """
         A port another listener holds ends twistd with status 1 and exactly
-        one error line, logged, saying it couldn't listen.
+        one error line saying it couldn't listen.
         """
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
             holder.bind(("127.0.0.1", 0))
