@@ -51,6 +51,29 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
     return description
 
 
+_PORT_KINDS = frozenset({"tcp", "tcp6", "ssl"})
+_FIELD_SEPARATOR = re.compile(r"(?<!\\):")
+
+
+def checkPortNumber(description: str) -> None:
+    """
+    Make sure the port number of a C{tcp:}, C{tcp6:} or C{ssl:} server
+    endpoint description is one: a whole number from 0 to 65535.
+
+    @raise ValueError: If it is not, naming it.
+    """
+    kind, *fields = _FIELD_SEPARATOR.split(description.strip())
+    if kind.strip().lower() not in _PORT_KINDS:
+        return
+    positional = [f for f in fields if "=" not in f]
+    named = [f.partition("=")[2] for f in fields if f.startswith("port=")]
+    number = (positional or named or [None])[0]
+    if number is None:
+        return
+    if not (number.isdigit() and int(number) <= 65535):
+        raise ValueError(f"port must be a number from 0 to 65535, not {number!r}")
+
+
 _TLS_KINDS = frozenset({"ssl", "tls"})
 
 

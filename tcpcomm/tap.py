@@ -10,13 +10,13 @@ import os
 import select
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any, ClassVar
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
@@ -27,6 +27,7 @@ from tcpcomm.connection import ConnectionFactory
 from tcpcomm.echo import EchoFactory
 from tcpcomm.endpoints import (
     DEFAULT_BACKLOG,
+    checkPortNumber,
     checkTLSAvailable,
     serverEndpointDescription,
 )
@@ -42,7 +43,10 @@ from tcpcomm.relay import DEFAULT_QUEUE_LIMIT, RelayFactory
 from tcpcomm.transport import writeThroughReactor
 from tcpcomm.workers import (
     WorkerSupervisor,
+    cannotListenMessage,
+    checkPortsBindable,
     checkWorkerOptions,
+    failStartup,
     workerCount,
     workerDescriptors,
     workerServices,
@@ -57,9 +61,12 @@ def loadHandler(spec: str, directory: str | None = None) -> Handler:
     may be dotted (C{Class.method}).
 
     @param directory: Where else to look for C{MODULE} if it is not on
-        C{sys.path} (twistd does not put the current directory there).  If
-        the handler is found there, C{directory} stays on C{sys.path} so the
-        module can import its neighbours.
+        C{sys.path} (twistd does not put the current directory there).  It
+        is on C{sys.path} only while C{MODULE} is imported, and last, so
+        that a file there can never stand in for a module of the standard
+        library or an installed one (C{resource.py}, C{OpenSSL/}): C{MODULE}
+        may import its neighbours when it is imported, and a package's own
+        modules at any time.
     @raise ValueError: With a readable message, if C{spec} is malformed,
         cannot be imported, or names something that is not callable.
     """
@@ -71,15 +78,9 @@ def loadHandler(spec: str, directory: str | None = None) -> Handler:
             module = importlib.import_module(moduleName)
         except ModuleNotFoundError as e:
             top = moduleName.partition(".")[0]
-            if directory is None or e.name != top or directory in sys.path:
+            if directory is None or e.name != top:
                 raise
-            sys.path.insert(0, directory)
-            importlib.invalidate_caches()
-            try:
-                module = importlib.import_module(moduleName)
-            except BaseException:
-                sys.path.remove(directory)
-                raise
+            module = _importFrom(directory, moduleName)
         handler: object = module
         for name in path.split("."):
             handler = getattr(handler, name)
@@ -90,6 +91,24 @@ def loadHandler(spec: str, directory: str | None = None) -> Handler:
     if not callable(handler):
         raise ValueError(f"handler {spec!r} is not callable")
     return handler
+
+
+def _importFrom(directory: str, moduleName: str) -> ModuleType:
+    """
+    Import C{moduleName} with C{directory} last on C{sys.path}, then take
+    C{directory} off it again.
+    """
+    sys.path.append(directory)
+    importlib.invalidate_caches()
+    try:
+        return importlib.import_module(moduleName)
+    finally:
+        # The last entry, which is ours (an earlier one may be the user's).
+        for index in range(len(sys.path) - 1, -1, -1):
+            if sys.path[index] == directory:
+                del sys.path[index]
+                break
+        sys.path_importer_cache.pop(directory, None)
 
 
 def _wholeNumber(minimum: int) -> Callable[[str], int]:
@@ -142,7 +161,8 @@ class Options(usage.Options):
         " each line a client sends is answered by a handler (default: echo"
         " the line); in echo mode every byte comes back (RFC 862).  TCP"
         f" endpoints get a listen backlog of {DEFAULT_BACKLOG} unless they"
-        " name one."
+        " name one.  In the foreground (twistd -n) no PID file is written"
+        " unless twistd's --pidfile names one."
     )
 
     optFlags: ClassVar[list[list[Any]]] = [
@@ -283,6 +303,10 @@ class Options(usage.Options):
             checkTLSAvailable(normalized)
         except ValueError as e:
             raise usage.UsageError(f"--port: {e}") from None
+        try:
+            checkPortNumber(normalized)
+        except ValueError as e:
+            raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
         _checkEndpoint(description, normalized)
         self["ports"].append(normalized)
 
@@ -318,6 +342,8 @@ class Options(usage.Options):
             if self.parent is None:
                 raise
             raise SystemExit(f"twistd tcpcomm: error: {e}") from None
+        if self.parent is not None:
+            _noForegroundPIDFile(self.parent)
 
     def postOptions(self) -> None:
         """
@@ -356,6 +382,23 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
         checkWorkerOptions(self)
+
+
+def _noForegroundPIDFile(twistd: usage.Options) -> None:
+    """
+    A server in the foreground (C{twistd -n}) writes no PID file unless one
+    is asked for with C{--pidfile}, so that several can run in one
+    directory; a daemon keeps twistd's C{twistd.pid}, which is how it is
+    stopped.
+
+    @param twistd: twistd's options, parsed but for their C{postOptions}.
+    """
+    if "pidfile" not in twistd or not (twistd.get("nodaemon") or twistd.get("debug")):
+        return
+    # usage.Options keeps the default object itself; a --pidfile typed on
+    # the command line is another string, even if it is "twistd.pid".
+    if twistd["pidfile"] is twistd.defaults.get("pidfile"):
+        twistd["pidfile"] = ""
 
 
 def _checkEndpoint(typed: str, description: str) -> None:
@@ -426,27 +469,49 @@ class TcpcommService(MultiService):
     the connections finish (L{ConnectionFactory.shutDown}).
 
     A port that cannot be bound stops start-up with one readable line and
-    exit status 1 (the ports already bound are closed again).
+    exit status 1 (the ports already bound are closed again): see
+    L{failStartup}.
 
     @ivar factory: The factory serving every port.
     @ivar shutdownTimeout: Seconds connections get to finish on stop.
+    @ivar descriptions: The endpoint each port's service listens on.
     """
 
-    def __init__(self, factory: ConnectionFactory, shutdownTimeout: float) -> None:
+    def __init__(
+        self,
+        factory: ConnectionFactory,
+        shutdownTimeout: float,
+        twistdOptions: Any = None,
+    ) -> None:
+        """
+        @param twistdOptions: twistd's options, when run by twistd.
+        """
         super().__init__()
         self.factory = factory
         self.shutdownTimeout = shutdownTimeout
+        self._twistdOptions = twistdOptions
+        self.descriptions: dict[IService, str] = {}
 
     def privilegedStartService(self) -> None:
         started: list[IService] = []
         for service in self:
             try:
                 service.privilegedStartService()
-            except CannotListenError as e:
+            except Exception as e:
+                message = cannotListenMessage(self.descriptions.get(service, "?"), e)
+                if message is None:
+                    raise
                 for listening in started:
                     listening.stopService()
-                raise SystemExit(f"twistd tcpcomm: error: {e}") from None
+                failStartup(message, self._twistdOptions)
             started.append(service)
+
+    def addPort(self, description: str, service: IService) -> None:
+        """
+        Add C{service}, which listens on the endpoint C{description}.
+        """
+        self.descriptions[service] = description
+        service.setServiceParent(self)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -492,9 +557,30 @@ def raiseFileLimit(wanted: int) -> None:
         )
 
 
+def _bindsLater(config: usage.Options) -> bool:
+    """
+    Whether C{config} is a server's that twistd (or twist) is about to
+    start, binding its ports only once it has forked or started logging:
+    its parent is the runner's options, it runs in the directory it was
+    started in (no C{--rundir} or C{--chroot}, which change what a UNIX
+    socket's path names), and it is not a worker (whose ports are bound
+    already).
+    """
+    runner = config.parent
+    return (
+        runner is not None
+        and not runner.get("chroot")
+        and runner.get("rundir", ".") == "."
+        and config.get("worker-fds") is None
+    )
+
+
 def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> IService:
     """
     Build a service listening on every C{--port} with one shared factory.
+
+    Run by twistd, first check that every port can be bound (see
+    L{checkPortsBindable}).
 
     @param reactor: The reactor to listen with; the global one by default.
     """
@@ -502,13 +588,18 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    if _bindsLater(config):
+        # twistd binds after it has forked into a daemon and started
+        # logging, where a failure could not be one line on the terminal;
+        # twist binds in startService, without our one-line report.
+        checkPortsBindable(config["ports"])
     if config.get("workers", 1) > 1:
         # A supervisor holding the ports for worker processes (tcpcomm.workers).
         return WorkerSupervisor.fromOptions(config, reactor)
     factory = makeFactory(config)
     if config["max-connections"]:
         raiseFileLimit(config["max-connections"] + 64)
-    parent = TcpcommService(factory, config["shutdown-timeout"])
+    parent = TcpcommService(factory, config["shutdown-timeout"], config.parent)
     if config.get("worker-fds") is not None:
         # A worker of --workers: serve the supervisor's sockets.
         for service in workerServices(reactor, config, factory):
@@ -525,5 +616,5 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
             from tcpcomm.tls import keepHalfClose
 
             service.endpoint = keepHalfClose(service.endpoint)
-        service.setServiceParent(parent)
+        parent.addPort(description, service)
     return parent

@@ -46,7 +46,7 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from twisted.application import strports
 from twisted.application.service import IService, Service
@@ -72,6 +72,7 @@ from twisted.logger import (
 )
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.python.lockfile import FilesystemLock
 from twisted.python.reflect import fullyQualifiedName
 
 from tcpcomm.transport import adoptStreamPort
@@ -81,8 +82,11 @@ __all__ = [
     "MAX_WORKERS",
     "WorkerSupervisor",
     "bindPorts",
+    "cannotListenMessage",
+    "checkPortsBindable",
     "checkWorkerOptions",
     "cpuCount",
+    "failStartup",
     "inheritedPortServices",
     "workerArguments",
     "workerCount",
@@ -427,6 +431,20 @@ class _NoConnections(Factory):
         return "WorkerSupervisor"
 
 
+def cannotListenMessage(description: str, error: BaseException) -> str | None:
+    """
+    The one line that says why C{description} could not be bound, if
+    C{error} is a reason a port cannot be bound (busy, not allowed, a
+    missing directory, a port number out of range); else C{None}.
+    """
+    if isinstance(error, CannotListenError):
+        return f"twistd tcpcomm: error: {error}"
+    if isinstance(error, OSError | OverflowError):
+        reason = getattr(error, "strerror", None) or error
+        return f"twistd tcpcomm: error: cannot listen on {description!r}: {reason}"
+    return None
+
+
 def bindPorts(reactor: Any, descriptions: Sequence[str]) -> list[IListeningPort]:
     """
     Bind and listen on every endpoint in C{descriptions} (TCP, TCP6, UNIX
@@ -452,11 +470,162 @@ def bindPorts(reactor: Any, descriptions: Sequence[str]) -> list[IListeningPort]
                 # At once (stopListening waits a reactor turn, and start-up
                 # is ending): close the socket, remove a UNIX socket's file.
                 cast(Any, port).connectionLost(Failure(ConnectionDone()))
-            if isinstance(e, CannotListenError):
-                raise SystemExit(f"twistd tcpcomm: error: {e}") from None
+            message = cannotListenMessage(description, e)
+            if message is not None:
+                raise SystemExit(message) from None
             raise
         bound.append(result)
     return bound
+
+
+class _ProbingReactor:
+    """
+    A reactor as Twisted's server endpoints see it, whose C{listenTCP},
+    C{listenSSL} and C{listenUNIX} check that the port could be bound
+    now, quietly (Twisted's ports log as they listen and close), and bind
+    nothing that stays bound.
+    """
+
+    def listenTCP(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> None:
+        # The address as Twisted's tcp.Port binds it.
+        address: tuple[Any, ...] = (interface, port)
+        family = socket.AF_INET
+        try:
+            if abstract.isIPv6Address(interface):
+                family = socket.AF_INET6
+                address = socket.getaddrinfo(
+                    interface, port, 0, 0, 0, socket.AI_NUMERICHOST
+                )[0][4]
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                # As Twisted's ports do.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+                probe.listen(backlog)
+        except OSError as e:
+            raise CannotListenError(interface, port, e) from None
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        contextFactory: object,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> None:
+        self.listenTCP(port, factory, backlog, interface)
+
+    def listenUNIX(
+        self,
+        address: str,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> None:
+        path = os.fsdecode(address)
+        if path.startswith(("\0", "@")):
+            return  # abstract: no file
+        lock = None
+        if wantPID:
+            # Twisted's lock: held by a running process, or not creatable.
+            lock = FilesystemLock(path + ".lock")
+            if not lock.lock():
+                raise CannotListenError(None, path, "Already listening")
+        try:
+            # Under the lock, Twisted replaces a socket file left behind.
+            if lock is None or not os.path.exists(path):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.bind(path)
+                os.unlink(path)
+        finally:
+            if lock is not None:
+                lock.unlock()
+
+
+def checkPortsBindable(descriptions: Sequence[str]) -> None:
+    """
+    Check that every TCP, TCP6, UNIX and TLS port in C{descriptions} could
+    be bound now, binding none for good: what twistd runs calls this
+    before it forks into a daemon and before its logging starts, so that a
+    port that cannot be bound ends start-up with one line on the terminal
+    (after the fork, the waiting parent could only print twistd's own
+    two-line report).  Other kinds (C{systemd:}, ...) are not checked.
+
+    @raise SystemExit: With one readable line, if a port cannot be bound.
+    """
+    probing = _ProbingReactor()
+    for description in descriptions:
+        if _kind(description) not in SHAREABLE_KINDS:
+            continue
+        results: list[object] = []
+        try:
+            endpoint = serverFromString(probing, description)
+            endpoint.listen(_NoConnections()).addBoth(results.append)
+            [result] = results
+            if isinstance(result, Failure):
+                result.raiseException()
+        except Exception as e:
+            message = cannotListenMessage(description, e)
+            if message is None:
+                raise
+            raise SystemExit(message) from None
+
+
+def _removeOwnPIDFile(path: str | None) -> None:
+    """
+    Remove twistd's PID file C{path} if it names this process.
+    """
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            if int(f.read().strip()) != os.getpid():
+                return
+        os.remove(path)
+    except (OSError, ValueError):
+        pass
+
+
+_startupLog = Logger(namespace="tcpcomm")
+
+
+def failStartup(message: str, twistdOptions: Any = None) -> NoReturn:
+    """
+    End start-up with C{message} (one readable line) so that it reaches the
+    user, and exit status 1.
+
+    Outside twistd, raise C{SystemExit(message)}.  Under twistd (whose
+    options are C{twistdOptions}) logging has started, so the line is also
+    logged: a daemon writes it to twistd's status pipe, which the parent
+    waiting on the terminal prints; a foreground server writes it to the
+    original standard error.  Either way twistd's PID file is removed (a
+    C{SystemExit} skips twistd's own clean-up).
+
+    @param twistdOptions: twistd's options (C{ServerOptions}), if known.
+    """
+    if twistdOptions is None:
+        raise SystemExit(message)
+    _startupLog.error("{message}", message=message)
+    statusPipe = twistdOptions.get("statusPipe")
+    if statusPipe is not None:
+        # The parent prints what follows "1 ", up to 100 bytes in all.
+        reason = message.removeprefix("twistd tcpcomm: error: ")
+        os.write(statusPipe, b"1 " + reason.encode("ascii", "backslashreplace")[:98])
+        os.close(statusPipe)
+        twistdOptions["statusPipe"] = None
+    else:
+        stderr = sys.__stderr__
+        if stderr is not None:
+            stderr.write(message + "\n")
+            stderr.flush()
+    _removeOwnPIDFile(twistdOptions.get("pidfile"))
+    raise SystemExit(1)
 
 
 # The workers' side.
@@ -561,14 +730,15 @@ def inheritedPortServices(
     tcpcomm's TLS on the inherited TCP socket).  Each descriptor is closed
     once adopted; stopping the service closes the adopted copy.
     """
-    from tcpcomm.tls import keepHalfClose
-
     services: list[IService] = []
     for description, fd in zip(descriptions, fds, strict=True):
         service = strports.service(
             description, factory, reactor=cast(Any, _InheritingReactor(reactor, fd))
         )
         if isinstance(service.endpoint, SSL4ServerEndpoint):
+            # Only here: plain TCP must work without the tls extra.
+            from tcpcomm.tls import keepHalfClose
+
             service.endpoint = keepHalfClose(service.endpoint)
         services.append(service)
     return services
@@ -786,6 +956,7 @@ class WorkerSupervisor(Service):
         shutdownTimeout: float,
         directory: str | None = None,
         giveUp: Callable[[], None] | None = None,
+        twistdOptions: Any = None,
     ) -> None:
         """
         @param reactor: Binds, spawns and keeps time.
@@ -797,6 +968,8 @@ class WorkerSupervisor(Service):
             default.
         @param giveUp: Called when a worker keeps failing; by default
             L{stopWithFailure}.
+        @param twistdOptions: twistd's options, when run by twistd (see
+            L{failStartup}).
         """
         self._reactor = reactor
         self._descriptions = list(descriptions)
@@ -808,6 +981,7 @@ class WorkerSupervisor(Service):
         self._ports: list[IListeningPort] | None = None
         self._workers = [_Worker(number) for number in range(1, count + 1)]
         self._stopping = False
+        self._twistdOptions = twistdOptions
 
     @classmethod
     def fromOptions(cls, options: usage.Options, reactor: Any) -> WorkerSupervisor:
@@ -822,6 +996,7 @@ class WorkerSupervisor(Service):
             lambda number: workerArguments(options, number, directory),
             options["shutdown-timeout"],
             directory,
+            twistdOptions=options.parent,
         )
 
     def pids(self) -> list[int]:
@@ -834,11 +1009,15 @@ class WorkerSupervisor(Service):
         """
         Bind every port (before twistd drops privileges).
 
-        @raise SystemExit: With one line, if a port cannot be bound.
+        @raise SystemExit: With one line, if a port cannot be bound (see
+            L{failStartup}).
         """
         super().privilegedStartService()
         if self._ports is None:
-            self._ports = bindPorts(self._reactor, self._descriptions)
+            try:
+                self._ports = bindPorts(self._reactor, self._descriptions)
+            except SystemExit as e:
+                failStartup(str(e.code), self._twistdOptions)
 
     def startService(self) -> None:
         """

@@ -105,10 +105,15 @@ class Child:
     """
 
     def __init__(
-        self, testCase: SynchronousTestCase, args: Sequence[str], cwd: Path
+        self,
+        testCase: SynchronousTestCase,
+        args: Sequence[str],
+        cwd: Path,
+        environment: dict[str, str] | None = None,
     ) -> None:
         """
-        Start C{args} in C{cwd} with a clean environment.
+        Start C{args} in C{cwd} with a clean environment, plus
+        C{environment}.
         """
         outputs = temporaryDirectory(testCase)
         self._stdout = outputs / "stdout"
@@ -117,7 +122,7 @@ class Child:
             self.process = subprocess.Popen(
                 list(args),
                 cwd=cwd,
-                env=cleanEnvironment(),
+                env={**cleanEnvironment(), **(environment or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
@@ -163,11 +168,17 @@ class Child:
         return self.stdout() + self.stderr()
 
 
-def runToEnd(testCase: SynchronousTestCase, args: Sequence[str], cwd: Path) -> Child:
+def runToEnd(
+    testCase: SynchronousTestCase,
+    args: Sequence[str],
+    cwd: Path,
+    environment: dict[str, str] | None = None,
+) -> Child:
     """
-    Run C{args} in C{cwd} with a clean environment until it exits (bounded).
+    Run C{args} in C{cwd} with a clean environment (plus C{environment})
+    until it exits (bounded).
     """
-    child = Child(testCase, args, cwd)
+    child = Child(testCase, args, cwd, environment)
     child.wait()
     return child
 
@@ -206,7 +217,11 @@ def waitUntilAccepting(child: Child, port: int) -> bool:
 
 
 def startTwistd(
-    testCase: SynchronousTestCase, args: Sequence[str], cwd: Path
+    testCase: SynchronousTestCase,
+    args: Sequence[str],
+    cwd: Path,
+    environment: dict[str, str] | None = None,
+    twistdArgs: Sequence[str] = ("--pidfile=",),
 ) -> tuple[Child, int]:
     """
     Run C{twistd -n --pidfile= tcpcomm --port tcp:PORT:interface=127.0.0.1}
@@ -214,6 +229,8 @@ def startTwistd(
     connections.  A few ports are tried, in case another process takes one
     first.
 
+    @param environment: Added to the clean environment.
+    @param twistdArgs: twistd's options after C{-n}.
     @return: The running twistd and its port.
     """
     for _ in range(5):
@@ -223,13 +240,14 @@ def startTwistd(
             [
                 *twistdCommand(),
                 "-n",
-                "--pidfile=",
+                *twistdArgs,
                 "tcpcomm",
                 "--port",
                 f"tcp:{port}:interface=127.0.0.1",
                 *args,
             ],
             cwd,
+            environment,
         )
         if waitUntilAccepting(child, port):
             return child, port
@@ -476,10 +494,26 @@ class BadCommandLineTests(SynchronousTestCase):
         """
         self.assertOptionError(["--handler", "no.such:f"], "no.such:f")
 
+    def test_portOutOfRange(self) -> None:
+        """
+        C{--port 99999} is one error line naming the number, not an
+        C{OverflowError} traceback.
+        """
+        self.assertOptionError(["--port", "99999"], "'99999'")
+
+    def test_unixSocketInMissingDirectory(self) -> None:
+        """
+        A UNIX socket in a directory that does not exist is one error line
+        naming it, not a C{FileNotFoundError} traceback.
+        """
+        self.assertOptionError(
+            ["--port", "unix:/nonexistent/dir/sock"], "No such file or directory"
+        )
+
     def test_busyPort(self) -> None:
         """
         A port another listener holds ends twistd with status 1 and exactly
-        one error line, logged, saying it couldn't listen.
+        one error line saying it couldn't listen.
         """
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
             holder.bind(("127.0.0.1", 0))

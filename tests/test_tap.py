@@ -6,6 +6,7 @@ real clients on 127.0.0.1), and the plugin as twistd loads it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import socket
 import sys
@@ -792,18 +793,49 @@ class LoadHandlerTests(SynchronousTestCase):
 
     def test_directoryUsedWhenNeeded(self) -> None:
         """
-        A module found only in C{directory} is loaded, and the directory
-        stays on C{sys.path} for the module's own imports.
+        A module found only in C{directory} is loaded, may import its
+        neighbours there as it is imported, and leaves C{sys.path} as it was.
         """
-        self.addCleanup(sys.path.__setitem__, slice(None), sys.path[:])
+        before = sys.path[:]
         directory = str(temporaryDirectory(self))
         Path(directory, "tcpcommhandlerprobe.py").write_text(
-            "def reply(line):\n    return b'probe ' + line\n"
+            "from tcpcommhandlerneighbour import PREFIX\n"
+            "def reply(line):\n    return PREFIX + line\n"
         )
-        self.addCleanup(sys.modules.pop, "tcpcommhandlerprobe", None)
+        Path(directory, "tcpcommhandlerneighbour.py").write_text("PREFIX = b'probe '\n")
+        for name in ("tcpcommhandlerprobe", "tcpcommhandlerneighbour"):
+            self.addCleanup(sys.modules.pop, name, None)
         handler = loadHandler("tcpcommhandlerprobe:reply", directory)
         self.assertEqual(handler(b"x"), b"probe x")
-        self.assertIn(directory, sys.path)
+        self.assertEqual(sys.path, before)
+
+    def test_plantedStandardModuleNotImported(self) -> None:
+        """
+        A file in C{directory} named like a standard library module
+        (C{colorsys.py}) stands in for it neither while the handler is
+        imported (the handler's own C{import colorsys}) nor after (a later
+        import of the module anywhere in the process).
+        """
+        directory = str(temporaryDirectory(self))
+        Path(directory, "colorsys.py").write_text("PLANTED = True\n")
+        Path(directory, "tcpcommplantedprobe.py").write_text(
+            "import colorsys\ndef reply(line):\n    return line\n"
+        )
+        self.addCleanup(sys.modules.pop, "tcpcommplantedprobe", None)
+        real = sys.modules.pop("colorsys", None)
+
+        def restore() -> None:
+            sys.modules.pop("colorsys", None)
+            if real is not None:
+                sys.modules["colorsys"] = real
+
+        self.addCleanup(restore)
+        loadHandler("tcpcommplantedprobe:reply", directory)
+        imported = sys.modules["tcpcommplantedprobe"].colorsys
+        self.assertFalse(hasattr(imported, "PLANTED"), imported.__file__)
+        del sys.modules["colorsys"]
+        later = importlib.import_module("colorsys")
+        self.assertFalse(hasattr(later, "PLANTED"), later.__file__)
 
     def test_directoryNotKeptOnFailure(self) -> None:
         """

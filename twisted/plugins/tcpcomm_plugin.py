@@ -8,6 +8,6 @@ from twisted.application.service import ServiceMaker
 tcpcomm = ServiceMaker(
     "tcpcomm",
     "tcpcomm.tap",
-    "A TCP server for many clients at once: line and echo modes.",
+    "A TCP server for many clients at once: line, echo, chat and relay modes.",
     "tcpcomm",
 )
