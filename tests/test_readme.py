@@ -134,6 +134,14 @@ def outputMatches(expected: Sequence[str], actual: Sequence[str]) -> bool:
     )
 
 
+def jobTarget(word: str) -> bool:
+    """
+    Whether C{word}, an argument of C{kill}, names a shell job (C{%N} or
+    C{$!}).
+    """
+    return word == "$!" or re.fullmatch(r"%\d+", word) is not None
+
+
 class Shell:
     """
     Runs a README's examples in one directory as one interactive shell
@@ -182,8 +190,9 @@ class Shell:
         """
         text = self.localize(command.text)
         expected = [self.localize(line) for line in command.expected]
-        if text.startswith("kill "):
-            self.kill(text[len("kill ") :].split())
+        targets = text.split()[1:]
+        if text.startswith("kill ") and all(jobTarget(t) for t in targets):
+            self.kill(targets)
         elif text.endswith("&"):
             self.startJob(text[:-1].strip())
         else:
@@ -284,8 +293,14 @@ class Shell:
 
     def endJobs(self) -> None:
         """
-        Kill (by PID) and reap every job still running.
+        Kill (by PID) and reap every job still running, and every daemon
+        whose pid file an example left.
         """
+        for pidFile in self.directory.glob("*.pid"):
+            try:
+                os.kill(int(pidFile.read_text().strip()), signal.SIGKILL)
+            except (ValueError, OSError):
+                pass
         for job in self.jobs.values():
             if job.poll() is None:
                 os.killpg(job.pid, signal.SIGKILL)
