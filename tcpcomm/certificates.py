@@ -38,7 +38,7 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -146,12 +146,16 @@ class IssuedCertificate:
         C{TLSMemoryBIOFactory(options, False, factory)},
         C{SSL4ServerEndpoint} or C{reactor.listenSSL}.
         """
-        from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        from twisted.internet.ssl import CertificateOptions
 
-        loaded = PrivateCertificate.loadPEM(self.certificatePEM + self.keyPEM)
-        return CertificateOptions(
-            privateKey=loaded.privateKey.original, certificate=loaded.original
-        )
+        # cryptography objects, not pyOpenSSL's X509 and PKey, which
+        # pyOpenSSL 24.3 and later deprecate and accept these in their place.
+        # Twisted's annotations still name only pyOpenSSL's types.
+        key: Any = load_pem_private_key(self.keyPEM, password=None)
+        certificate: Any = x509.load_pem_x509_certificate(self.certificatePEM)
+        return CertificateOptions(privateKey=key, certificate=certificate)
 
 
 @dataclass(frozen=True, eq=False)

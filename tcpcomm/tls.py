@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from OpenSSL.crypto import X509, PKey
 from OpenSSL.SSL import SENT_SHUTDOWN, Error, WantReadError, ZeroReturnError
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
@@ -221,4 +222,27 @@ def keepHalfClose(endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
         return endpoint
     ssl: Any = endpoint
     tcp = TCP4ServerEndpoint(ssl._reactor, ssl._port, ssl._backlog, ssl._interface)
-    return HalfCloseTLSServerEndpoint(tcp, ssl._sslContextFactory)
+    return HalfCloseTLSServerEndpoint(
+        tcp, _withCryptographyObjects(ssl._sslContextFactory)
+    )
+
+
+def _withCryptographyObjects(options: Any) -> Any:
+    """
+    Give the C{CertificateOptions} that Twisted's C{ssl:} parser makes its
+    certificate, key and chain as C{cryptography} objects instead of the
+    pyOpenSSL C{X509} and C{PKey} that it loads, which pyOpenSSL 24.3 and
+    later deprecate (a C{DeprecationWarning} as each server starts) and
+    accept these in their place.  Done before any context is made from
+    them; anything else is returned unchanged.
+    """
+    if isinstance(getattr(options, "certificate", None), X509):
+        options.certificate = options.certificate.to_cryptography()
+    if isinstance(getattr(options, "privateKey", None), PKey):
+        options.privateKey = options.privateKey.to_cryptography_key()
+    chain = getattr(options, "extraCertChain", None)
+    if chain:
+        options.extraCertChain = [
+            c.to_cryptography() if isinstance(c, X509) else c for c in chain
+        ]
+    return options

@@ -385,10 +385,11 @@ class PluginDiscoveryTests(SynchronousTestCase):
         Outside the checkout, C{getPlugins(IServiceMaker)} finds exactly one
         C{tcpcomm} plugin, in an existing file; the plugin file and the
         C{tcpcomm} package come from the checkout exactly when the install
-        is editable; and the installed files include no C{dropin.cache}.
+        is editable (a virtualenv inside the checkout is an install, not
+        the checkout); and the installed files include no C{dropin.cache}.
         """
         script = """\
-import importlib.metadata, json, sys
+import importlib.metadata, json, sys, sysconfig
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
@@ -405,6 +406,7 @@ print(json.dumps({
     "packageFile": sys.modules["tcpcomm"].__file__,
     "editable": direct.get("dir_info", {}).get("editable", False),
     "installed": [str(f) for f in dist.files or []],
+    "installDirs": [sysconfig.get_path("purelib"), sysconfig.get_path("platlib")],
 }))
 """
         child = runToEnd(self, [sys.executable, "-c", script], temporaryDirectory(self))
@@ -418,8 +420,11 @@ print(json.dumps({
         self.assertTrue(pluginFile.is_file(), pluginFile)
         self.assertEqual(pluginFile.name, "tcpcomm_plugin.py")
         self.assertEqual(pluginFile.parent.parts[-2:], ("twisted", "plugins"))
+        installDirs = [Path(d).resolve() for d in found["installDirs"]]
         fromCheckout = [
-            path.is_relative_to(SOURCE_ROOT) for path in (pluginFile, packageFile)
+            path.is_relative_to(SOURCE_ROOT)
+            and not any(path.is_relative_to(d) for d in installDirs)
+            for path in (pluginFile, packageFile)
         ]
         self.assertEqual(fromCheckout, [found["editable"]] * 2, found)
         self.assertEqual(
