@@ -137,7 +137,8 @@ class _LineExtra(_Extra):
 _WANT_CLOSE = SUBCLASS_FLAGS
 _LINGER = SUBCLASS_FLAGS << 1
 _HELD_FOR_PENDING = SUBCLASS_FLAGS << 2
-LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 3
+_PACED = SUBCLASS_FLAGS << 3
+LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 4
 """
 The lowest bit of the flags that subclasses of L{LineProtocol} may use.
 """
@@ -220,6 +221,16 @@ class LineProtocol(ConnectionProtocol):
         if extra is None:
             extra = self._extra = _LineExtra()
         return extra
+
+    def connectionMade(self) -> None:
+        """
+        As L{ConnectionProtocol.connectionMade}; if the factory is paced
+        (L{LineFactory.paced}), every read of this connection goes the way
+        that paces, its first included.
+        """
+        super().connectionMade()
+        if self.factory.paced:
+            self._flags |= _PACED
 
     def lineReceived(self, line: bytes) -> HandlerResult:
         """

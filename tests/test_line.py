@@ -679,6 +679,17 @@ class PacingTests(SynchronousTestCase):
             d.callback(None)
         self.assertEqual(len(waiting), 2 + HANDLERS_PER_TURN)
 
+    def test_newConnectionPacedFromItsFirstRead(self) -> None:
+        """
+        On a factory already paced, a new connection's first read starts at
+        most L{HANDLERS_PER_TURN} handlers too.
+        """
+        first, _transport, waiting = self.floodedConnection(1)
+        protocol = first.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2))
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"x\n" * (HANDLERS_PER_TURN + 10))
+        self.assertEqual(len(waiting), 1 + HANDLERS_PER_TURN)
+
     def test_synchronousHandlersNotPaced(self) -> None:
         """
         A handler that answers at once handles a read of many lines in one
