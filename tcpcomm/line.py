@@ -57,7 +57,7 @@ HANDLER_TIMEOUT = b"ERROR handler timed out"
 IDLE_TIMEOUT = b"ERROR idle timeout"
 TOO_SLOW = b"ERROR too slow"
 
-HANDLERS_PER_TURN = 64
+HANDLERS_PER_TURN = 16
 """
 How many handlers that do not answer at once (Deferreds, coroutines) one
 connection may start before it lets the reactor turn: the rest of its lines
@@ -138,6 +138,11 @@ _WANT_CLOSE = SUBCLASS_FLAGS
 _LINGER = SUBCLASS_FLAGS << 1
 _HELD_FOR_PENDING = SUBCLASS_FLAGS << 2
 _PACED = SUBCLASS_FLAGS << 3
+"""
+Set on each connection a paced factory makes: a flag set keeps its reads off
+L{LineProtocol.dataReceived}'s fast path, which would start a whole read's
+handlers at once; nothing tests it.
+"""
 LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 4
 """
 The lowest bit of the flags that subclasses of L{LineProtocol} may use.
@@ -572,8 +577,6 @@ class LineProtocol(ConnectionProtocol):
         """
         slot = _PendingReply(done=False)
         extra = self._getExtra()
-        extra.started += 1
-        self.factory.paced = True
         if not extra.pending:
             # Made on first use, and dropped once empty: most connections
             # never wait on a handler, and a deque is big.
@@ -590,6 +593,8 @@ class LineProtocol(ConnectionProtocol):
             )
             self._settle(INTERNAL_ERROR, slot)
             return extra
+        extra.started += 1
+        self.factory.paced = True
         slot.deferred = result
         result.addCallbacks(
             self._settle, self._handlerFailed, callbackArgs=(slot,), errbackArgs=(slot,)
