@@ -241,8 +241,7 @@ class Options(usage.Options):
             None,
             DEFAULT_QUEUE_BYTES,
             "Relay mode: how many bytes of lines may wait while the upstream"
-            " is down (16 MiB by default); beyond it a sender gets ERROR upstream"
-            " unavailable.",
+            " is down; beyond it a sender gets ERROR upstream unavailable.",
             _nonNegativeInt,
         ],
         [
