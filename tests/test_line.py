@@ -703,6 +703,22 @@ class PacingTests(SynchronousTestCase):
         assert isinstance(clock, Clock)
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_shutDownStartsNoMore(self) -> None:
+        """
+        Lines waiting for the next turn when shutdown begins are never
+        handled: the next turn starts no handler.
+        """
+        protocol, _transport, waiting = self.floodedConnection(1)
+        protocol.dataReceived(b"x\n" * (2 * HANDLERS_PER_TURN))
+        # The first line's handler counts in this turn too.
+        self.assertEqual(len(waiting), HANDLERS_PER_TURN)
+        protocol.shutDown()
+        clock = protocol.factory.clock
+        assert isinstance(clock, Clock)
+        reactorTurn(clock)
+        self.assertEqual(len(waiting), HANDLERS_PER_TURN)
+        self.assertEqual(protocol.pendingReplies, HANDLERS_PER_TURN)
+
     def test_lostConnectionCancelsNextTurn(self) -> None:
         """
         A connection lost with lines waiting for the next turn leaves no
