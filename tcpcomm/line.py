@@ -57,6 +57,17 @@ HANDLER_TIMEOUT = b"ERROR handler timed out"
 IDLE_TIMEOUT = b"ERROR idle timeout"
 TOO_SLOW = b"ERROR too slow"
 
+HANDLERS_PER_TURN = 16
+"""
+How many handlers that do not answer at once (Deferreds, coroutines) one
+connection may start before it lets the reactor turn: the rest of its lines
+wait, unhandled and with reading paused, for the next turn (or for its
+pending replies to drain).  Without it, a connection keeps up to
+C{maxPending} such handlers going, each finishing handler starting the next
+in the same reactor turn, and a few hundred busy clients make one turn last
+seconds: timers, signals (SIGTERM) and other clients wait that long.
+"""
+
 DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
 """
 How many bytes of unasked lines (L{ConnectionProtocol.sendUnasked}) the
@@ -106,22 +117,33 @@ class _LineExtra(_Extra):
     @ivar backlog: Lines read but not yet handled, waiting for room among
         the pending replies.
     @ivar lastWords: The C{ERROR} line to send before closing.
+    @ivar started: How many handlers that did not answer at once it started
+        since its pending replies last drained or the reactor last turned.
+    @ivar nextTurn: The call that handles the lines left for the next turn.
     """
 
-    __slots__ = ("backlog", "lastWords", "pending")
+    __slots__ = ("backlog", "lastWords", "nextTurn", "pending", "started")
 
     def __init__(self) -> None:
         super().__init__()
         self.pending: deque[_PendingReply] | tuple[()] = ()
         self.backlog: list[bytes] | tuple[()] = ()
         self.lastWords: bytes | None = None
+        self.started = 0
+        self.nextTurn: IDelayedCall | None = None
 
 
 # LineProtocol's own flags (see tcpcomm.connection._flags).
 _WANT_CLOSE = SUBCLASS_FLAGS
 _LINGER = SUBCLASS_FLAGS << 1
 _HELD_FOR_PENDING = SUBCLASS_FLAGS << 2
-LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 3
+_PACED = SUBCLASS_FLAGS << 3
+"""
+Set on each connection a paced factory makes: a flag set keeps its reads off
+L{LineProtocol.dataReceived}'s fast path, which would start a whole read's
+handlers at once; nothing tests it.
+"""
+LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 4
 """
 The lowest bit of the flags that subclasses of L{LineProtocol} may use.
 """
@@ -204,6 +226,16 @@ class LineProtocol(ConnectionProtocol):
         if extra is None:
             extra = self._extra = _LineExtra()
         return extra
+
+    def connectionMade(self) -> None:
+        """
+        As L{ConnectionProtocol.connectionMade}; if the factory is paced
+        (L{LineFactory.paced}), every read of this connection goes the way
+        that paces, its first included.
+        """
+        super().connectionMade()
+        if self.factory.paced:
+            self._flags |= _PACED
 
     def lineReceived(self, line: bytes) -> HandlerResult:
         """
@@ -311,6 +343,7 @@ class LineProtocol(ConnectionProtocol):
         if extra is not None:
             pending, extra.pending = extra.pending, ()
             extra.backlog = ()
+            self._cancelNextTurn(extra)
         super().connectionLost(reason)
         for slot in pending:
             if slot.timer is not None and slot.timer.active():
@@ -330,7 +363,10 @@ class LineProtocol(ConnectionProtocol):
         Answer C{lines} in order.  Synchronous replies to them go out in one
         write.  Once C{maxPending} replies wait on handlers, the remaining
         lines wait (unhandled, with reading paused) until some are sent, so
-        one read full of lines cannot start more than C{maxPending} handlers.
+        one read full of lines cannot start more than C{maxPending} handlers;
+        once the factory's handler has answered later (L{LineFactory.paced}),
+        they also wait when L{HANDLERS_PER_TURN} handlers that answer later
+        have started this reactor turn.
         """
         factory = self.factory
         maxPending = factory.maxPending
@@ -357,7 +393,12 @@ class LineProtocol(ConnectionProtocol):
         # out to be asynchronous, no more than maxPending ever wait.
         while handled < count:
             extra = self._extra
-            room = maxPending - (0 if extra is None else len(extra.pending))
+            if extra is not None:
+                room = self._room(extra)
+            elif factory.paced:
+                room = min(maxPending, HANDLERS_PER_TURN)
+            else:
+                room = maxPending
             if room <= 0:
                 extra = self._getExtra()
                 extra.backlog = [*lines[handled:], *extra.backlog]
@@ -374,6 +415,46 @@ class LineProtocol(ConnectionProtocol):
         flags = self._flags = self._flags & _NOT_HANDLING
         if self._extra is not None or flags & _NOT_PLAIN:
             self._afterHandling()
+
+    def _room(self, extra: _LineExtra) -> int:
+        """
+        How many more lines may be handled now: room among the pending
+        replies and, once paced, in this turn's L{HANDLERS_PER_TURN}.
+        """
+        factory = self.factory
+        room = factory.maxPending - len(extra.pending)
+        if factory.paced:
+            room = min(room, HANDLERS_PER_TURN - extra.started)
+        return room
+
+    def _waitForRoom(self, extra: _LineExtra) -> None:
+        """
+        Lines wait in the backlog: if they wait for the next turn rather
+        than for pending replies, make sure it handles them.
+        """
+        if (
+            extra.nextTurn is None
+            and self.factory.paced
+            and extra.started >= HANDLERS_PER_TURN
+            and len(extra.pending) < self.factory.maxPending
+        ):
+            extra.nextTurn = self.factory.clock.callLater(0, self._nextTurn)
+
+    def _nextTurn(self) -> None:
+        """
+        The reactor turned: start handling the lines that waited for it.
+        """
+        extra = self._getExtra()
+        extra.nextTurn = None
+        extra.started = 0
+        if extra.backlog and not self._flags & _HANDLING:
+            waiting, extra.backlog = extra.backlog, ()
+            self._handleLines(list(waiting))
+
+    def _cancelNextTurn(self, extra: _LineExtra) -> None:
+        nextTurn, extra.nextTurn = extra.nextTurn, None
+        if nextTurn is not None and nextTurn.active():
+            nextTurn.cancel()
 
     def _callHandlers(
         self, handle: Callable[[bytes], HandlerResult], lines: list[bytes]
@@ -421,11 +502,7 @@ class LineProtocol(ConnectionProtocol):
         close if a close is wanted and nothing is pending.
         """
         extra = self._extra
-        if (
-            extra is not None
-            and extra.backlog
-            and len(extra.pending) < self.factory.maxPending
-        ):
+        if extra is not None and extra.backlog and self._room(extra) > 0:
             # Lines arrived while we were busy here, and there is room.
             waiting, extra.backlog = extra.backlog, ()
             self._handleLines(list(waiting))
@@ -474,12 +551,15 @@ class LineProtocol(ConnectionProtocol):
     def _holdWhileFull(self) -> None:
         """
         Keep reading paused exactly while C{maxPending} replies wait or lines
-        wait to be handled.
+        wait to be handled (and have the next turn handle lines that wait
+        for it).
         """
         extra = self._extra
         full = extra is not None and (
             bool(extra.backlog) or len(extra.pending) >= self.factory.maxPending
         )
+        if full and extra is not None and extra.backlog:
+            self._waitForRoom(extra)
         flags = self._flags
         if full != bool(flags & _HELD_FOR_PENDING):
             if full:
@@ -513,6 +593,8 @@ class LineProtocol(ConnectionProtocol):
             )
             self._settle(INTERNAL_ERROR, slot)
             return extra
+        extra.started += 1
+        self.factory.paced = True
         slot.deferred = result
         result.addCallbacks(
             self._settle, self._handlerFailed, callbackArgs=(slot,), errbackArgs=(slot,)
@@ -591,13 +673,11 @@ class LineProtocol(ConnectionProtocol):
                 out.append(delimiter)
         if not pending:
             extra.pending = ()
+            # Every handler started has answered: start afresh.
+            extra.started = 0
         if out:
             self.send(b"".join(out))
-        if (
-            extra.backlog
-            and not self._flags & _HANDLING
-            and len(extra.pending) < self.factory.maxPending
-        ):
+        if extra.backlog and not self._flags & _HANDLING and self._room(extra) > 0:
             waiting, extra.backlog = extra.backlog, ()
             self._handleLines(list(waiting))
         else:
@@ -653,11 +733,16 @@ class LineProtocol(ConnectionProtocol):
 
     def shutDown(self) -> None:
         """
-        The server is shutting down: read no more lines, send the replies
-        still pending, then close.
+        The server is shutting down: read no more lines and start no more
+        handlers (lines read but not yet handled get no reply), send the
+        replies still pending, then close.
         """
         if self._flags & _CLOSING:
             return
+        extra = self._extra
+        if extra is not None:
+            extra.backlog = ()
+            self._cancelNextTurn(extra)
         self.holdReading()
         self._flags |= _WANT_CLOSE | _LINGER
         self._finishAfterPending()
@@ -711,6 +796,10 @@ class LineFactory(ConnectionFactory):
         connection before reading from it pauses.
     @ivar handlerTimeout: Seconds a handler may take before its reply is
         C{ERROR handler timed out} (and it is cancelled), or C{None}.
+    @ivar paced: Whether the handler has answered a line later (with a
+        Deferred or coroutine): from then on each connection starts at most
+        L{HANDLERS_PER_TURN} such handlers per reactor turn, so that no turn
+        runs long.
 
     Connection limits and the idle timeout are those of
     L{ConnectionFactory}; all are off unless given.
@@ -756,3 +845,4 @@ class LineFactory(ConnectionFactory):
         self.delimiter = delimiter
         self.maxLineLength = maxLineLength
         self.maxPending = maxPending
+        self.paced = False

@@ -14,11 +14,11 @@ What the relay promises:
   - Lines go upstream in the order the relay read them, all clients
     together.
   - While the upstream is down, or not reading fast enough, lines wait in
-    one queue, in order, up to C{queueLimit} lines; they go, before any
-    newer line, as soon as it can take them.  A line that finds the queue
-    full gets C{ERROR upstream unavailable} in its place among its sender's
-    replies; it is counted, and logged at most once a second: no refused
-    line goes unnoticed.
+    one queue, in order, up to C{queueLimit} lines and C{queueBytes}
+    bytes; they go, before any newer line, as soon as it can take them.  A
+    line that finds the queue full (by either bound) gets C{ERROR upstream
+    unavailable} in its place among its sender's replies; it is counted, and
+    logged at most once a second: no refused line goes unnoticed.
   - At most once for lines in flight: a line handed to a connection that
     then drops may be lost (in Twisted's buffer or the kernel's); it is not
     sent again, since the upstream may have acted on it.  A line queued while
@@ -29,7 +29,8 @@ What the relay promises:
     or that has no tag, is dropped, counted (C{undeliverable}) and logged at
     most once a second: it is not sent to everyone, as it may be meant for
     one client only.
-  - Memory is bounded.  Towards the upstream: the queue, plus the upstream
+  - Memory is bounded.  Towards the upstream: the queue (C{queueBytes},
+    however long the lines), plus the upstream
     connection's buffer (about 64 KiB, plus one flush of the queue); while
     that buffer is full, reading from every client pauses, so lines wait in
     the clients' sockets, not here.  Towards a client: lines from the
@@ -90,6 +91,7 @@ from tcpcomm.relayqueue import (
 
 __all__ = [
     "DEFAULT_MAX_PENDING_BYTES",
+    "DEFAULT_QUEUE_BYTES",
     "DEFAULT_QUEUE_LIMIT",
     "TOO_SLOW",
     "UPSTREAM_CLOSE_TIMEOUT",
@@ -101,6 +103,13 @@ __all__ = [
 DEFAULT_QUEUE_LIMIT = 10000
 """
 How many lines may wait for the upstream by default.
+"""
+
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+"""
+How many bytes of lines may wait for the upstream by default: 16 MiB, so
+that long lines cannot make the relay's memory grow with C{queueLimit}
+times the line length limit.
 """
 
 UPSTREAM_CLOSE_TIMEOUT = 5.0
@@ -289,6 +298,7 @@ class RelayFactory(LineFactory):
         *,
         tag: bool = False,
         queueLimit: int = DEFAULT_QUEUE_LIMIT,
+        queueBytes: int = DEFAULT_QUEUE_BYTES,
         retryPolicy: Callable[[int], float] | None = None,
         clock: IReactorTime | None = None,
         delimiter: bytes = b"\n",
@@ -303,6 +313,9 @@ class RelayFactory(LineFactory):
         @param tag: See L{tag}.
         @param queueLimit: The most lines that may wait for the upstream
             (0: refuse every line while it is unavailable).
+        @param queueBytes: The most bytes of lines (without their
+            delimiters; with their tags when tagging) that may wait for the
+            upstream (0: refuse every line while it is unavailable).
         @param retryPolicy: Seconds to wait before the Nth reconnection
             attempt (default: 1 s growing to 60 s, with jitter; see
             L{twisted.application.internet.backoffPolicy}).
@@ -314,7 +327,7 @@ class RelayFactory(LineFactory):
             from the upstream may be L{TAG_ROOM} bytes longer when tagging.
         @param maxPendingBytes: How many bytes from the upstream may wait
             for a slow client before it is closed with C{ERROR too slow}.
-        @raise ValueError: If C{queueLimit} is negative, or as
+        @raise ValueError: If C{queueLimit} or C{queueBytes} is negative, or as
             L{LineFactory} says.
         """
         super().__init__(
@@ -329,7 +342,7 @@ class RelayFactory(LineFactory):
         self.upstream = upstream
         self.tag = tag
         self.relayStats = RelayStats()
-        self._queue = RelayQueue(queueLimit, self.relayStats)
+        self._queue = RelayQueue(queueLimit, self.relayStats, queueBytes)
         self._retryPolicy = retryPolicy
         self._where = describeEndpoint(upstream)
         self._byTag: dict[bytes, RelayProtocol] = {}
@@ -366,6 +379,22 @@ class RelayFactory(LineFactory):
         return self._queue.limit
 
     @property
+    def queuedBytes(self) -> int:
+        """
+        How many bytes of lines wait for the upstream now.
+        """
+        return self._queue.queuedBytes
+
+    @property
+    def queueBytes(self) -> int:
+        """
+        The most bytes of lines that may wait for the upstream.
+        """
+        byteLimit = self._queue.byteLimit
+        assert byteLimit is not None
+        return byteLimit
+
+    @property
     def holdingClients(self) -> bool:
         """
         Whether reading from clients is paused because the upstream
@@ -391,10 +420,14 @@ class RelayFactory(LineFactory):
             count = self._refusals.note(self.clock.seconds())
             if count:
                 self._log.warn(
-                    "Upstream {upstream} unavailable and {limit} lines queued:"
-                    " refused {count} line(s)",
+                    "Upstream {upstream} unavailable and its queue full"
+                    " ({lines} lines, {bytes} bytes queued; limits {limit}"
+                    " lines, {byteLimit} bytes): refused {count} line(s)",
                     upstream=self._where,
+                    lines=len(self._queue),
+                    bytes=self._queue.queuedBytes,
                     limit=self._queue.limit,
+                    byteLimit=self._queue.byteLimit,
                     count=count,
                 )
             return UPSTREAM_UNAVAILABLE
@@ -459,10 +492,12 @@ class RelayFactory(LineFactory):
         self._queue.close()
         self._holdClients(False)
         self._log.warn(
-            "Lost upstream: {why}; queueing up to {limit} lines until it is back",
+            "Lost upstream: {why}; queueing up to {limit} lines and"
+            " {byteLimit} bytes until it is back",
             upstream=self._where,
             why=why,
             limit=self._queue.limit,
+            byteLimit=self._queue.byteLimit,
         )
 
     def _cannotConnect(self, failure: Failure) -> None:
@@ -541,10 +576,12 @@ class RelayFactory(LineFactory):
         if self._service is not None:
             return
         self._log.info(
-            "Relaying to {upstream} (tags: {tag}, queue limit {limit})",
+            "Relaying to {upstream} (tags: {tag}, queue limits {limit} lines,"
+            " {byteLimit} bytes)",
             upstream=self._where,
             tag="on" if self.tag else "off",
             limit=self._queue.limit,
+            byteLimit=self._queue.byteLimit,
         )
 
         def build() -> _UpstreamClient:

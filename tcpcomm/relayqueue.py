@@ -72,27 +72,42 @@ class RelayQueue:
 
     While the upstream can take lines (L{isOpen}), each goes at once; while
     it cannot (down, or not reading), lines wait here in arrival order, at
-    most L{limit} of them, and a line beyond that is refused.  L{open} hands
-    back every waiting line, oldest first, to be sent before any newer one;
-    so the queue is empty whenever it is open.
+    most L{limit} lines and L{byteLimit} bytes of them, and a line that
+    would pass either bound is refused.  L{open} hands back every waiting
+    line, oldest first, to be sent before any newer one; so the queue is
+    empty whenever it is open.
 
-    Memory: at most L{limit} lines.
+    Memory: at most L{byteLimit} bytes of lines, plus Python's overhead of
+    about 40 bytes for each of at most L{limit} lines.
 
     @ivar limit: The most lines that may wait.
+    @ivar byteLimit: The most bytes of lines (delimiters not counted) that
+        may wait, or C{None} for no bound but L{limit}.
+    @ivar queuedBytes: How many bytes of lines wait now.
     @ivar stats: The counters this queue updates (C{forwarded}, C{queued},
         C{refused}, C{dropped}).
     @ivar isOpen: Whether lines go upstream at once.
     """
 
-    def __init__(self, limit: int, stats: RelayStats | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        stats: RelayStats | None = None,
+        byteLimit: int | None = None,
+    ) -> None:
         """
         @param limit: See L{limit}; 0 refuses every line while closed.
         @param stats: Counters to update (new ones by default).
-        @raise ValueError: If C{limit} is negative.
+        @param byteLimit: See L{byteLimit}; 0 refuses every line while closed.
+        @raise ValueError: If C{limit} or C{byteLimit} is negative.
         """
         if limit < 0:
             raise ValueError(f"queue limit must not be negative, not {limit}")
+        if byteLimit is not None and byteLimit < 0:
+            raise ValueError(f"queue byte limit must not be negative, not {byteLimit}")
         self.limit = limit
+        self.byteLimit = byteLimit
+        self.queuedBytes = 0
         self.stats = stats if stats is not None else RelayStats()
         self.isOpen = False
         self._waiting: deque[bytes] = deque()
@@ -111,10 +126,15 @@ class RelayQueue:
         if self.isOpen:
             self.stats.forwarded += 1
             return Disposition.SEND
-        if len(self._waiting) >= self.limit:
+        size = self.queuedBytes + len(line)
+        byteLimit = self.byteLimit
+        if len(self._waiting) >= self.limit or (
+            byteLimit is not None and size > byteLimit
+        ):
             self.stats.refused += 1
             return Disposition.REFUSED
         self._waiting.append(line)
+        self.queuedBytes = size
         self.stats.queued += 1
         return Disposition.QUEUED
 
@@ -128,6 +148,7 @@ class RelayQueue:
         self.isOpen = True
         waiting = list(self._waiting)
         self._waiting.clear()
+        self.queuedBytes = 0
         self.stats.forwarded += len(waiting)
         return waiting
 
@@ -145,6 +166,7 @@ class RelayQueue:
         """
         count = len(self._waiting)
         self._waiting.clear()
+        self.queuedBytes = 0
         self.stats.dropped += count
         return count
 

@@ -39,7 +39,7 @@ from tcpcomm.line import (
     LineFactory,
     echoLine,
 )
-from tcpcomm.relay import DEFAULT_QUEUE_LIMIT, RelayFactory
+from tcpcomm.relay import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, RelayFactory
 from tcpcomm.transport import writeThroughReactor
 from tcpcomm.workers import (
     WorkerSupervisor,
@@ -257,6 +257,14 @@ class Options(usage.Options):
             _nonNegativeInt,
         ],
         [
+            "queue-bytes",
+            None,
+            DEFAULT_QUEUE_BYTES,
+            "Relay mode: how many bytes of lines may wait while the upstream"
+            " is down; beyond it a sender gets ERROR upstream unavailable.",
+            _nonNegativeInt,
+        ],
+        [
             "shutdown-timeout",
             None,
             DEFAULT_SHUTDOWN_TIMEOUT,
@@ -439,6 +447,7 @@ def makeFactory(config: usage.Options) -> ConnectionFactory:
             upstream,
             tag=config["tag"],
             queueLimit=config["queue-limit"],
+            queueBytes=config["queue-bytes"],
             delimiter=DELIMITERS[config["delimiter"]],
             maxLineLength=config["max-line-length"],
             maxPendingBytes=config["max-pending-bytes"],

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tcpcomm.client import exchange
 from tcpcomm.connection import LINGER_SECONDS, ConnectionProtocol
 from tcpcomm.line import (
+    HANDLERS_PER_TURN,
     INTERNAL_ERROR,
     Handler,
     HandlerResult,
@@ -597,6 +598,139 @@ async def waitUntil(predicate: Any, timeout: float = 10.0) -> None:
             return
         await deferLater(reactor, 0.01)
     raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+
+
+def reactorTurn(clock: Clock) -> None:
+    """
+    Run the calls due on C{clock} now, as one turn of a real reactor does:
+    calls they schedule wait for the next turn (C{Clock.advance} would run
+    those too).
+    """
+    due = [call for call in clock.calls if call.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.called = 1
+        call.func(*call.args, **call.kw)
+
+
+class PacingTests(SynchronousTestCase):
+    """
+    A connection starts at most L{HANDLERS_PER_TURN} handlers that answer
+    later per reactor turn, so that no turn runs long; synchronous handlers
+    are not paced.
+    """
+
+    def floodedConnection(
+        self, lines: int
+    ) -> tuple[LineProtocol, HalfCloseableStringTransport, list[Deferred[None]]]:
+        """
+        A connection whose handler answers each line with the line once its
+        Deferred (appended to the returned list) fires, after it has been
+        sent C{lines} lines in one read.
+        """
+        waiting: list[Deferred[None]] = []
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred())
+            return waiting[-1].addCallback(lambda _: line)
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"".join(b"%d\n" % i for i in range(lines)))
+        return protocol, transport, waiting
+
+    def test_laterTurnsStartTheRest(self) -> None:
+        """
+        Once the handler has answered later, a connection holding more lines
+        than L{HANDLERS_PER_TURN} starts that many per reactor turn, reading
+        paused meanwhile, even though C{maxPending} leaves room for more;
+        every line is still answered, in order.
+        """
+        protocol, transport, waiting = self.floodedConnection(1)
+        self.assertTrue(protocol.factory.paced)
+        waiting[0].callback(None)
+        count = 3 * HANDLERS_PER_TURN + 5
+        protocol.dataReceived(b"".join(b"%d\n" % i for i in range(1, count)))
+        self.assertEqual(len(waiting), 1 + HANDLERS_PER_TURN)
+        self.assertEqual(transport.producerState, "paused")
+        clock = protocol.factory.clock
+        assert isinstance(clock, Clock)
+        reactorTurn(clock)
+        self.assertEqual(len(waiting), 1 + 2 * HANDLERS_PER_TURN)
+        reactorTurn(clock)
+        reactorTurn(clock)
+        self.assertEqual(len(waiting), count)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        for d in waiting[1:]:
+            d.callback(None)
+        self.assertEqual(transport.value(), b"".join(b"%d\n" % i for i in range(count)))
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_drainedRepliesStartMore(self) -> None:
+        """
+        When every paced handler has answered, the next lines start at once,
+        without waiting for the next turn.
+        """
+        protocol, _transport, waiting = self.floodedConnection(1)
+        waiting[0].callback(None)
+        protocol.dataReceived(b"x\n" * (HANDLERS_PER_TURN + 1))
+        self.assertEqual(len(waiting), 1 + HANDLERS_PER_TURN)
+        for d in waiting[1:]:
+            d.callback(None)
+        self.assertEqual(len(waiting), 2 + HANDLERS_PER_TURN)
+
+    def test_newConnectionPacedFromItsFirstRead(self) -> None:
+        """
+        On a factory already paced, a new connection's first read starts at
+        most L{HANDLERS_PER_TURN} handlers too.
+        """
+        first, _transport, waiting = self.floodedConnection(1)
+        protocol = first.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2))
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"x\n" * (HANDLERS_PER_TURN + 10))
+        self.assertEqual(len(waiting), 1 + HANDLERS_PER_TURN)
+
+    def test_synchronousHandlersNotPaced(self) -> None:
+        """
+        A handler that answers at once handles a read of many lines in one
+        go: no pacing, no timer.
+        """
+        protocol, transport = connect(LineFactory())
+        protocol.dataReceived(b"x\n" * (10 * HANDLERS_PER_TURN))
+        self.assertEqual(transport.value(), b"x\n" * (10 * HANDLERS_PER_TURN))
+        self.assertFalse(protocol.factory.paced)
+        clock = protocol.factory.clock
+        assert isinstance(clock, Clock)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_shutDownStartsNoMore(self) -> None:
+        """
+        Lines waiting for the next turn when shutdown begins are never
+        handled: the next turn starts no handler.
+        """
+        protocol, _transport, waiting = self.floodedConnection(1)
+        protocol.dataReceived(b"x\n" * (2 * HANDLERS_PER_TURN))
+        # The first line's handler counts in this turn too.
+        self.assertEqual(len(waiting), HANDLERS_PER_TURN)
+        protocol.shutDown()
+        clock = protocol.factory.clock
+        assert isinstance(clock, Clock)
+        reactorTurn(clock)
+        self.assertEqual(len(waiting), HANDLERS_PER_TURN)
+        self.assertEqual(protocol.pendingReplies, HANDLERS_PER_TURN)
+
+    def test_lostConnectionCancelsNextTurn(self) -> None:
+        """
+        A connection lost with lines waiting for the next turn leaves no
+        timer behind.
+        """
+        protocol, _transport, _waiting = self.floodedConnection(1)
+        protocol.dataReceived(b"x\n" * (2 * HANDLERS_PER_TURN))
+        clock = protocol.factory.clock
+        assert isinstance(clock, Clock)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        protocol.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class LineServerTests(TestCase):

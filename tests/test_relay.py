@@ -44,6 +44,7 @@ from tcpcomm.client import clientEndpoint
 from tcpcomm.line import LineFactory
 from tcpcomm.lineclient import LineClient
 from tcpcomm.relay import (
+    DEFAULT_QUEUE_BYTES,
     TOO_SLOW,
     UPSTREAM_CLOSE_TIMEOUT,
     UPSTREAM_UNAVAILABLE,
@@ -58,6 +59,7 @@ from tcpcomm.relayqueue import (
     tagLine,
     untagLine,
 )
+from tcpcomm.tap import Options, makeFactory
 from tcpcomm.testing import LoopbackServer, startServer
 from tests.test_line import HalfCloseableStringTransport, LogCapture, waitUntil
 from tests.test_timeouts import elapse
@@ -142,6 +144,52 @@ class RelayQueueTests(SynchronousTestCase):
         A negative limit is refused at construction.
         """
         self.assertRaises(ValueError, RelayQueue, -1)
+
+    def test_byteLimitRefuses(self) -> None:
+        """
+        A line that would take the waiting bytes past the byte limit is
+        refused and counted, however few lines wait; a shorter one that
+        fits still waits.
+        """
+        queue = RelayQueue(100, byteLimit=10)
+        dispositions = [queue.offer(line) for line in (b"1234", b"567890", b"x", b"")]
+        self.assertEqual(
+            dispositions,
+            [Disposition.QUEUED] * 2 + [Disposition.REFUSED] + [Disposition.QUEUED],
+        )
+        self.assertEqual((len(queue), queue.queuedBytes), (3, 10))
+        self.assertEqual(queue.stats.refused, 1)
+
+    def test_byteCountFollowsTheQueue(self) -> None:
+        """
+        The waiting bytes go back to 0 when the queue is handed back or
+        dropped, so the byte bound applies afresh.
+        """
+        queue = RelayQueue(100, byteLimit=5)
+        queue.offer(b"abcde")
+        self.assertEqual(queue.open(), [b"abcde"])
+        self.assertEqual(queue.queuedBytes, 0)
+        queue.close()
+        self.assertIs(queue.offer(b"fghij"), Disposition.QUEUED)
+        self.assertEqual(queue.drop(), 1)
+        self.assertEqual(queue.queuedBytes, 0)
+        self.assertIs(queue.offer(b"klmno"), Disposition.QUEUED)
+
+    def test_zeroByteLimitRefusesWhileClosed(self) -> None:
+        """
+        With byte limit 0 no line with content waits while closed, and
+        every line goes while open.
+        """
+        queue = RelayQueue(100, byteLimit=0)
+        self.assertIs(queue.offer(b"x"), Disposition.REFUSED)
+        queue.open()
+        self.assertIs(queue.offer(b"y" * 1000), Disposition.SEND)
+
+    def test_negativeByteLimitRejected(self) -> None:
+        """
+        A negative byte limit is refused at construction.
+        """
+        self.assertRaises(ValueError, RelayQueue, 10, None, -1)
 
 
 class TagTests(SynchronousTestCase):
@@ -445,6 +493,46 @@ class RelayProtocolTests(SynchronousTestCase):
         self.assertFalse(client.disconnecting)
         self.assertEqual(factory.relayStats.refused, 2)
         self.assertEqual(factory.queuedLines, 2)
+
+    def test_byteOverflowRefusedInPlace(self) -> None:
+        """
+        With the upstream down, long lines fill the queue's byte bound long
+        before its line bound: the next line gets C{ERROR upstream
+        unavailable}, and the lines that fit go, in order, once it is up.
+        """
+        factory, endpoint, _clock = startRelay(queueBytes=250)
+        self.assertEqual((factory.queueLimit, factory.queueBytes), (10000, 250))
+        client = connectClient(factory)
+        client.protocol.dataReceived(
+            b"".join(b"%d" % i * 100 + b"\n" for i in range(4))
+        )
+        self.assertEqual(client.value(), ERROR * 2)
+        self.assertEqual((factory.queuedLines, factory.queuedBytes), (2, 200))
+        upstream = endpoint.accept()
+        self.assertEqual(upstream.value(), b"0" * 100 + b"\n" + b"1" * 100 + b"\n")
+        self.assertEqual(factory.queuedBytes, 0)
+
+    def test_defaultQueueBytes(self) -> None:
+        """
+        By default at most 16 MiB of lines wait, and C{twistd tcpcomm}'s
+        C{--queue-bytes} sets the bound.
+        """
+        factory, _endpoint, _clock = startRelay()
+        self.assertEqual(factory.queueBytes, DEFAULT_QUEUE_BYTES)
+        self.assertEqual(DEFAULT_QUEUE_BYTES, 16 * 1024 * 1024)
+        options = Options()
+        options.parseOptions(
+            ["--protocol", "relay", "--upstream", "127.0.0.1:1", "--queue-bytes", "99"]
+        )
+        relay = makeFactory(options)
+        assert isinstance(relay, RelayFactory)
+        self.assertEqual(relay.queueBytes, 99)
+
+    def test_negativeQueueBytesRejected(self) -> None:
+        """
+        A negative byte bound is refused at construction.
+        """
+        self.assertRaises(ValueError, RelayFactory, FakeEndpoint(), queueBytes=-1)
 
     def test_refusalsLoggedOncePerSecond(self) -> None:
         """
@@ -976,6 +1064,34 @@ class RelayServerTests(TestCase):
         )
         stats = relay.relayStats
         self.assertEqual((stats.queued, stats.refused), (5, 3))
+
+    async def test_longLineFloodStaysBounded(self) -> None:
+        """
+        With the upstream down, a client flooding 60,000-byte lines fills
+        the queue only up to its byte bound (and nowhere near its line
+        bound): every line beyond it is answered C{ERROR upstream
+        unavailable}, and the lines that fit arrive, in order, once the
+        upstream is back.
+        """
+        received: list[bytes] = []
+        upstream = recordingUpstream(self, [])
+        relayServer, relay = startRelayServer(self, upstream, queueBytes=1024 * 1024)
+        await waitUntil(lambda: relay.upstreamConnected)
+        await upstream.stop()
+        await waitUntil(lambda: not relay.upstreamConnected)
+        client, seen = await connectLineClient(self, relayServer)
+        lines = [b"%03d" % i + b"x" * 59997 for i in range(100)]
+        client.transport.write(b"".join(line + b"\n" for line in lines))
+        fits = 1024 * 1024 // 60000
+        await waitUntil(lambda: len(seen) == len(lines) - fits)
+        self.assertEqual(seen, [UPSTREAM_UNAVAILABLE] * (len(lines) - fits))
+        self.assertEqual(relay.queuedLines, fits)
+        self.assertLessEqual(relay.queuedBytes, 1024 * 1024)
+        recordingUpstream(self, received, port=upstream.port)
+        await waitUntil(lambda: len(received) == fits)
+        self.assertEqual(received, lines[:fits])
+        stats = relay.relayStats
+        self.assertEqual((stats.queued, stats.refused), (fits, len(lines) - fits))
 
     async def test_upstreamFollowsFactory(self) -> None:
         """

@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tcpcomm.connection import LINGER_SECONDS
 from tcpcomm.echo import EchoFactory
 from tcpcomm.line import LineFactory
 from tests.test_limits import connectFrom
@@ -65,6 +66,33 @@ class FactoryShutDownTests(SynchronousTestCase):
         lose(transport)
         self.successResultOf(done)
         self.assertEqual(calls, [b"work"])
+
+    def test_unhandledLinesDropped(self) -> None:
+        """
+        Lines read but still waiting for room among the pending replies get
+        no handler once shutdown begins: the pending replies are sent and
+        the connection closes, with no timer left behind.
+        """
+        waiting: list[Deferred[bytes]] = []
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred())
+            return waiting[-1]
+
+        factory = LineFactory(handler, maxPending=2)
+        transport = connectFrom(factory)
+        transport.protocol.dataReceived(b"1\n2\n3\n4\n5\n")
+        self.assertEqual(len(waiting), 2)
+        done = factory.shutDown(10)
+        waiting[0].callback(b"one")
+        waiting[1].callback(b"two")
+        self.assertEqual(len(waiting), 2)
+        self.assertEqual(transport.value(), b"one\ntwo\n")
+        self.assertTrue(transport.writeDisconnected)
+        lose(transport)
+        self.successResultOf(done)
+        clockOf(factory).advance(LINGER_SECONDS)
+        self.assertEqual(clockOf(factory).getDelayedCalls(), [])
 
     def test_idleConnectionsCloseAtOnce(self) -> None:
         """
@@ -123,6 +151,17 @@ def slow(line):
         return task.Deferred()
     return task.deferLater(reactor, 1.0, lambda: b"done " + line)
 """
+
+
+PROMPT_HANDLER = """\
+from twisted.internet import reactor, task
+
+def prompt(line):
+    return task.deferLater(reactor, 0, lambda: line)
+"""
+
+FLOOD_CLIENTS = 100
+FLOOD_LINES = 2000
 
 
 class TwistdShutdownTests(SynchronousTestCase):
@@ -192,3 +231,33 @@ class TwistdShutdownTests(SynchronousTestCase):
         self.assertIn("Shutdown timeout: aborting 1 connections", output)
         self.assertIn("Server Shut Down.", output)
         client.close()
+
+    def test_floodDoesNotDelayTimeout(self) -> None:
+        """
+        With 100 clients pipelining 2,000 lines each to a handler that
+        answers a turn later, and reading nothing back, twistd still ends
+        within C{--shutdown-timeout} of SIGTERM (1 s here; asserted with a
+        margin of 2 s for a loaded machine): the flood neither delays the
+        signal nor keeps the shutdown busy past its deadline.
+        """
+        cwd = temporaryDirectory(self)
+        (cwd / "prompthandler.py").write_text(PROMPT_HANDLER, encoding="utf-8")
+        server, port = startTwistd(
+            self, ["--handler", "prompthandler:prompt", "--shutdown-timeout", "1"], cwd
+        )
+        payload = b"".join(
+            b"line %06d of a pipelined flood\n" % i for i in range(FLOOD_LINES)
+        )
+        clients = [connect(port) for _ in range(FLOOD_CLIENTS)]
+        for client in clients:
+            self.addCleanup(client.close)
+            client.sendall(payload)
+        # Let the server get busy with them.
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.sendTerminate()
+        self.assertEqual(server.wait(), -signal.SIGTERM)
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 3.0, server.output())
+        self.assertIn("Server Shut Down.", server.output())
+        self.assertNotIn("Traceback", server.output())
