@@ -13,6 +13,16 @@ from importlib.util import find_spec
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "DEFAULT_UNIX_MODE",
+    "MAX_BACKLOG",
+    "TLS_INSTALL_HINT",
+    "checkTLSAvailable",
+    "formatAddress",
+    "serverEndpointDescription",
+]
+
 DEFAULT_BACKLOG = 1024
 """
 The listen backlog tcpcomm asks for on TCP and TLS endpoints that name none.
@@ -22,8 +32,23 @@ hundreds connect at the same moment.  The kernel caps the value at
 C{net.core.somaxconn}.
 """
 
+MAX_BACKLOG = 65535
+"""
+The largest listen backlog a description may name (Linux caps it at
+C{net.core.somaxconn}, at most 65535 before 5.4 and 4096 by default since).
+"""
+
+DEFAULT_UNIX_MODE = "660"
+"""
+The permission bits (octal) of the UNIX sockets tcpcomm listens on when the
+description names no C{mode}: the server's user and group may connect,
+others may not.  Twisted's own default is 666, anyone on the machine.
+"""
+
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl"})
 _HAS_BACKLOG = re.compile(r"(?<!\\):backlog=")
+_BACKLOG_VALUE = re.compile(r"(?<!\\):backlog=([^:]*)")
+_HAS_MODE = re.compile(r"(?<!\\):mode=")
 
 
 def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
@@ -32,13 +57,15 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
     description.
 
     A bare port number C{"8000"} becomes C{"tcp:8000"}; TCP and TLS
-    descriptions that set no C{backlog} get C{backlog}; anything else is
-    returned unchanged.
+    descriptions that set no C{backlog} get C{backlog}; UNIX socket
+    descriptions that set no C{mode} get L{DEFAULT_UNIX_MODE}; anything else
+    is returned unchanged.
 
     @param text: A port number or an endpoint description such as
         C{"tcp:8000:interface=127.0.0.1"} or C{"unix:/run/tcpcomm.sock"}.
     @param backlog: The listen backlog to add where none is given.
-    @raise ValueError: If C{text} is empty.
+    @raise ValueError: If C{text} is empty or names a C{backlog} that is not
+        a whole number from 1 to L{MAX_BACKLOG}.
     """
     description = text.strip()
     if not description:
@@ -46,12 +73,26 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
     if description.isdigit():
         description = f"tcp:{description}"
     kind = description.split(":", 1)[0].lower()
+    for value in _BACKLOG_VALUE.findall(description):
+        if not (value.isdecimal() and 1 <= int(value) <= MAX_BACKLOG):
+            raise ValueError(
+                f"backlog must be a whole number from 1 to {MAX_BACKLOG},"
+                f" not {value!r}"
+            )
     if kind in _BACKLOG_KINDS and not _HAS_BACKLOG.search(description):
         description = f"{description}:backlog={backlog}"
+    if kind == "unix" and not _HAS_MODE.search(description):
+        description = f"{description}:mode={DEFAULT_UNIX_MODE}"
     return description
 
 
 _TLS_KINDS = frozenset({"ssl", "tls"})
+
+TLS_INSTALL_HINT = "pip install '.[tls]' (from the tcpcomm checkout)"
+"""
+How to install what TLS needs, as the README says it: tcpcomm is installed
+from its checkout, not from a package index.
+"""
 
 
 def checkTLSAvailable(description: str) -> None:
@@ -66,7 +107,7 @@ def checkTLSAvailable(description: str) -> None:
         return
     if find_spec("OpenSSL") is None or find_spec("service_identity") is None:
         raise ValueError(
-            "TLS needs pyOpenSSL and service_identity: pip install 'tcpcomm[tls]'"
+            f"TLS needs pyOpenSSL and service_identity: {TLS_INSTALL_HINT}"
         )
 
 

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tcpcomm.endpoints import (
     DEFAULT_BACKLOG,
+    DEFAULT_UNIX_MODE,
     checkTLSAvailable,
     formatAddress,
     serverEndpointDescription,
@@ -56,10 +57,51 @@ class ServerEndpointDescriptionTests(SynchronousTestCase):
 
     def test_otherKindsUnchanged(self) -> None:
         """
-        UNIX and other endpoint kinds pass through untouched.
+        Kinds with no backlog or mode to add pass through untouched.
         """
-        for text in ("unix:/tmp/sock", "systemd:domain=INET:index=0"):
+        for text in ("systemd:domain=INET:index=0", "unix:/tmp/sock:mode=600"):
             self.assertEqual(serverEndpointDescription(text), text)
+
+    def test_unixModeAdded(self) -> None:
+        """
+        A UNIX socket description naming no mode gets mode 660, not
+        Twisted's 666.
+        """
+        self.assertEqual(
+            serverEndpointDescription("unix:/tmp/sock"), "unix:/tmp/sock:mode=660"
+        )
+        self.assertEqual(
+            serverEndpointDescription("unix:address=/tmp/s:lockfile=0"),
+            "unix:address=/tmp/s:lockfile=0:mode=660",
+        )
+        self.assertEqual(DEFAULT_UNIX_MODE, "660")
+
+    def test_escapedModeIsNotAMode(self) -> None:
+        """
+        C{\\:mode=} inside a path is part of the path, so a mode is added.
+        """
+        self.assertEqual(
+            serverEndpointDescription(r"unix:/tmp/a\:mode=1"),
+            r"unix:/tmp/a\:mode=1:mode=660",
+        )
+
+    def test_backlogOutOfRangeRejected(self) -> None:
+        """
+        A backlog that is not a whole number from 1 to 65535 is refused,
+        naming it.
+        """
+        for backlog in ("0", "-1", "65536", "1e3", "", "99999999999999999999"):
+            error = self.assertRaises(
+                ValueError, serverEndpointDescription, f"tcp:8000:backlog={backlog}"
+            )
+            self.assertEqual(
+                str(error),
+                f"backlog must be a whole number from 1 to 65535, not {backlog!r}",
+            )
+        self.assertEqual(
+            serverEndpointDescription("tcp:8000:backlog=65535"),
+            "tcp:8000:backlog=65535",
+        )
 
     def test_whitespaceStripped(self) -> None:
         """
@@ -115,9 +157,14 @@ class CheckTLSAvailableTests(SynchronousTestCase):
 
     def test_missingLibrariesExplained(self) -> None:
         """
-        Without pyOpenSSL, a TLS endpoint is refused with the install command.
+        Without pyOpenSSL, a TLS endpoint is refused with the command that
+        installs the extra from the checkout, not from a package index.
         """
         self.patch(sys, "modules", {**sys.modules, "OpenSSL": None})
         for description in ("ssl:8443", "tls:example.com:443"):
             error = self.assertRaises(ValueError, checkTLSAvailable, description)
-            self.assertIn("pip install 'tcpcomm[tls]'", str(error))
+            self.assertEqual(
+                str(error),
+                "TLS needs pyOpenSSL and service_identity:"
+                " pip install '.[tls]' (from the tcpcomm checkout)",
+            )

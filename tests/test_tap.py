@@ -269,7 +269,7 @@ class OptionsTests(SynchronousTestCase):
         C{--max-line-length 0} is refused, saying what is expected.
         """
         message = usageError(self, ["--max-line-length", "0"])
-        self.assertIn("at least 1", message)
+        self.assertIn("from 1 to", message)
         self.assertIn("'0'", message)
 
     def test_maxLineLengthNotANumber(self) -> None:
@@ -277,7 +277,7 @@ class OptionsTests(SynchronousTestCase):
         C{--max-line-length abc} is refused, naming the value.
         """
         message = usageError(self, ["--max-line-length", "abc"])
-        self.assertIn("at least 1", message)
+        self.assertIn("from 1 to", message)
         self.assertIn("'abc'", message)
 
     def test_unknownEndpointType(self) -> None:
@@ -352,7 +352,9 @@ class OptionsTests(SynchronousTestCase):
         """
         for args in (["--upstream", "localhost:9"], ["--tag"]):
             message = usageError(self, args)
-            self.assertIn("apply to --protocol relay only", message)
+            self.assertEqual(
+                message, f"{args[0]} applies to --protocol relay only, not line"
+            )
 
     def test_badUpstream(self) -> None:
         """
