@@ -8,6 +8,7 @@ Pure string handling: nothing here imports the reactor.
 from __future__ import annotations
 
 import re
+import socket
 from importlib.util import find_spec
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -21,6 +22,7 @@ __all__ = [
     "checkTLSAvailable",
     "formatAddress",
     "serverEndpointDescription",
+    "systemdActivationHint",
 ]
 
 DEFAULT_BACKLOG = 1024
@@ -76,8 +78,7 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
     for value in _BACKLOG_VALUE.findall(description):
         if not (value.isdecimal() and 1 <= int(value) <= MAX_BACKLOG):
             raise ValueError(
-                f"backlog must be a whole number from 1 to {MAX_BACKLOG},"
-                f" not {value!r}"
+                f"backlog must be a whole number from 1 to {MAX_BACKLOG}, not {value!r}"
             )
     if kind in _BACKLOG_KINDS and not _HAS_BACKLOG.search(description):
         description = f"{description}:backlog={backlog}"
@@ -109,6 +110,49 @@ def checkTLSAvailable(description: str) -> None:
         raise ValueError(
             f"TLS needs pyOpenSSL and service_identity: {TLS_INSTALL_HINT}"
         )
+
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def systemdActivationHint(description: str) -> str | None:
+    """
+    Say, in one line, why a well-formed C{systemd:} description found no
+    inherited socket, and what the process needs.
+
+    Twisted adopts sockets passed by systemd only when C{LISTEN_FDS},
+    C{LISTEN_PID} I{and} C{LISTEN_FDNAMES} are all set (systemd 227 and
+    later set all three; C{systemd-socket-activate} sets C{LISTEN_FDNAMES}
+    only when given C{--fdname}); without C{LISTEN_FDNAMES} it ignores the
+    inherited sockets, and C{index=0} is out of range.
+
+    @param description: A server endpoint description that Twisted refused.
+    @return: The explanation, or C{None} if C{description} is not a
+        C{systemd:} description with exactly one of a decimal C{index} or a
+        C{name} (Twisted's own message then says what is wrong).
+    """
+    kind, _, rest = description.partition(":")
+    if kind.strip().lower() != "systemd":
+        return None
+    arguments = dict(
+        part.partition("=")[::2] for part in _UNESCAPED_COLON.split(rest) if part
+    )
+    domain = arguments.get("domain", "")
+    if not hasattr(socket, f"AF_{domain}"):
+        return f"unknown domain {domain!r}: use INET, INET6 or UNIX"
+    index, name = arguments.get("index"), arguments.get("name")
+    if index is not None and name is None and index.isdecimal():
+        which = f"at index {index}"
+    elif name is not None and index is None:
+        which = f"named {name!r}"
+    else:
+        return None
+    return (
+        f"no socket inherited {which}: start tcpcomm from a systemd socket"
+        " unit, or with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES all set"
+        " (Twisted ignores inherited sockets without LISTEN_FDNAMES;"
+        " systemd-socket-activate sets it with --fdname=NAME)"
+    )
 
 
 def formatAddress(address: IAddress) -> str:

@@ -29,6 +29,7 @@ from tcpcomm.endpoints import (
     DEFAULT_BACKLOG,
     checkTLSAvailable,
     serverEndpointDescription,
+    systemdActivationHint,
 )
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
 from tcpcomm.line import (
@@ -389,7 +390,13 @@ class Options(usage.Options):
             checkTLSAvailable(normalized)
         except ValueError as e:
             raise usage.UsageError(f"--port: {e}") from None
-        _checkEndpoint(description, normalized)
+        try:
+            _checkEndpoint(description, normalized)
+        except usage.UsageError:
+            hint = systemdActivationHint(normalized)
+            if hint is None:
+                raise
+            raise usage.UsageError(f"--port {description}: {hint}") from None
         self["ports"].append(normalized)
 
     # usage shows an opt_ method's docstring as its help, spacing and all.

@@ -15,6 +15,7 @@ from tcpcomm.endpoints import (
     checkTLSAvailable,
     formatAddress,
     serverEndpointDescription,
+    systemdActivationHint,
 )
 
 
@@ -168,3 +169,45 @@ class CheckTLSAvailableTests(SynchronousTestCase):
                 "TLS needs pyOpenSSL and service_identity:"
                 " pip install '.[tls]' (from the tcpcomm checkout)",
             )
+
+
+class SystemdActivationHintTests(SynchronousTestCase):
+    """
+    L{systemdActivationHint} explains a C{systemd:} port with no socket.
+    """
+
+    def test_indexAndName(self) -> None:
+        """
+        An index or a name is named, with the variables a process needs.
+        """
+        for description, which in (
+            ("systemd:domain=INET:index=0", "at index 0"),
+            ("systemd:domain=UNIX:name=web", "named 'web'"),
+        ):
+            hint = systemdActivationHint(description)
+            assert hint is not None
+            self.assertTrue(hint.startswith(f"no socket inherited {which}: "), hint)
+            self.assertIn("LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES", hint)
+            self.assertIn("--fdname=NAME", hint)
+
+    def test_unknownDomain(self) -> None:
+        """
+        A domain with no C{AF_} constant is named.
+        """
+        self.assertEqual(
+            systemdActivationHint("systemd:domain=NOPE:index=0"),
+            "unknown domain 'NOPE': use INET, INET6 or UNIX",
+        )
+
+    def test_nothingToSay(self) -> None:
+        """
+        Other kinds, and descriptions Twisted explains better, get C{None}.
+        """
+        for description in (
+            "tcp:8000",
+            "systemd:domain=INET",
+            "systemd:domain=INET:index=0:name=a",
+            "systemd:domain=INET:index=-1",
+            "systemd:domain=INET:index=x",
+        ):
+            self.assertIsNone(systemdActivationHint(description), description)

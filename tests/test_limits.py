@@ -6,9 +6,9 @@ what over-limit clients get from the line and echo servers.
 from __future__ import annotations
 
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tcpcomm.client import exchange
 from tcpcomm.connection import LINGER_SECONDS, ConnectionFactory
@@ -268,19 +268,29 @@ class MappedAddressOverSocketsTests(TestCase):
         connection to a tcp port is refused by a tcp6 port of the same
         factory, which sees it as C{::ffff:127.0.0.1}.
         """
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.internet.endpoints import (
+            TCP4ClientEndpoint,
+            TCP6ServerEndpoint,
+            connectProtocol,
+        )
 
-        from tests.test_testing import Holder
+        from tests.test_testing import Holder, hasIPv6Loopback
 
+        if not hasIPv6Loopback():
+            raise SkipTest("no IPv6 on this machine")
         factory = LineFactory(maxConnectionsPerHost=1)
         server = startServer(self, factory)
         # An IPv6 socket bound to the IPv4-mapped loopback address: it accepts
         # IPv4 clients of 127.0.0.1 only, each seen as ::ffff:127.0.0.1.
-        port6 = reactor.listenTCP(0, factory, interface="::ffff:127.0.0.1")
+        port6 = await TCP6ServerEndpoint(
+            reactor, 0, interface="::ffff:127.0.0.1"
+        ).listen(factory)
         self.addCleanup(port6.stopListening)
+        address6 = port6.getHost()
+        assert isinstance(address6, IPv6Address)
         await connectProtocol(server.endpoint(), Holder())
         await waitUntil(lambda: factory.stats.connectionsOpen == 1)
-        endpoint6 = TCP4ClientEndpoint(reactor, "127.0.0.1", port6.getHost().port)
+        endpoint6 = TCP4ClientEndpoint(reactor, "127.0.0.1", address6.port)
         reply = await exchange(reactor, endpoint6, b"in\n")
         self.assertEqual(reply, b"ERROR too many connections\n")
         self.assertEqual(factory.stats.connectionsRefused, 1)

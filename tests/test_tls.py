@@ -61,8 +61,8 @@ from tcpcomm.certificates import (
     writeServerFiles,
 )
 from tcpcomm.client import ConnectionFailed, exchange
-from tcpcomm.endpoints import TLS_INSTALL_HINT
 from tcpcomm.connection import ConnectionFactory
+from tcpcomm.endpoints import TLS_INSTALL_HINT
 from tcpcomm.line import LineFactory
 from tcpcomm.lineclient import LineClient
 from tcpcomm.testing import startServer
