@@ -51,6 +51,8 @@ _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl"})
 _HAS_BACKLOG = re.compile(r"(?<!\\):backlog=")
 _BACKLOG_VALUE = re.compile(r"(?<!\\):backlog=([^:]*)")
 _HAS_MODE = re.compile(r"(?<!\\):mode=")
+_MODE_VALUE = re.compile(r"(?<!\\):mode=([^:]*)")
+_OCTAL = re.compile(r"0*[0-7]{1,3}")
 
 
 def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
@@ -66,8 +68,9 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
     @param text: A port number or an endpoint description such as
         C{"tcp:8000:interface=127.0.0.1"} or C{"unix:/run/tcpcomm.sock"}.
     @param backlog: The listen backlog to add where none is given.
-    @raise ValueError: If C{text} is empty or names a C{backlog} that is not
-        a whole number from 1 to L{MAX_BACKLOG}.
+    @raise ValueError: If C{text} is empty, names a C{backlog} that is not
+        a whole number from 1 to L{MAX_BACKLOG}, or (C{unix:}) a C{mode} that
+        is not octal from 0 to 777.
     """
     description = text.strip()
     if not description:
@@ -80,6 +83,12 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
             raise ValueError(
                 f"backlog must be a whole number from 1 to {MAX_BACKLOG}, not {value!r}"
             )
+    if kind == "unix":
+        for value in _MODE_VALUE.findall(description):
+            if not _OCTAL.fullmatch(value):
+                raise ValueError(
+                    f"mode must be permission bits in octal, 0 to 777, not {value!r}"
+                )
     if kind in _BACKLOG_KINDS and not _HAS_BACKLOG.search(description):
         description = f"{description}:backlog={backlog}"
     if kind == "unix" and not _HAS_MODE.search(description):

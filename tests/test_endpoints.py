@@ -211,3 +211,30 @@ class SystemdActivationHintTests(SynchronousTestCase):
             "systemd:domain=INET:index=x",
         ):
             self.assertIsNone(systemdActivationHint(description), description)
+
+
+class UnixModeTests(SynchronousTestCase):
+    """
+    The C{mode} of a C{unix:} description is checked.
+    """
+
+    def test_badModeRejected(self) -> None:
+        """
+        A mode that is not octal permission bits from 0 to 777 is refused.
+        """
+        for mode in ("", "abc", "8", "1777", "7777", "-1", "0x1ff", "99999999999"):
+            error = self.assertRaises(
+                ValueError, serverEndpointDescription, f"unix:/tmp/s:mode={mode}"
+            )
+            self.assertEqual(
+                str(error),
+                f"mode must be permission bits in octal, 0 to 777, not {mode!r}",
+            )
+
+    def test_goodModesKept(self) -> None:
+        """
+        Modes from 0 to 777, with or without leading zeros, are kept as given.
+        """
+        for mode in ("0", "600", "0660", "00777"):
+            text = f"unix:/tmp/s:mode={mode}"
+            self.assertEqual(serverEndpointDescription(text), text)
