@@ -202,6 +202,26 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
 
+class _RecordedParameter(usage.CoerceParameter):
+    """
+    A parameter that notes in L{Options.given} that it was given, and whose
+    refusal names it: C{--idle-timeout: expected ...}.
+    """
+
+    def __init__(
+        self, options: Options, coerce: Callable[[str], Any], name: str
+    ) -> None:
+        super().__init__(options, coerce)
+        self.name = name
+
+    def dispatch(self, parameterName: str, value: str) -> None:
+        self.options.given.append(self.name)
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{self.name}: {e}") from None
+
+
 class Options(usage.Options):
     """
     Options for C{twistd tcpcomm}.
@@ -362,21 +382,13 @@ class Options(usage.Options):
         for name, handler in self._dispatch.items():
             self._dispatch[name] = self._recording(name, handler)
 
-    def _recording(self, name: str, handler: Any) -> Callable[..., None]:
+    def _recording(self, name: str, handler: Any) -> Any:
         """
         Wrap the parser's C{handler} for option C{name} to note that the
         option was given, and to name the option when its value is refused.
         """
         if isinstance(handler, usage.CoerceParameter):
-            coerce = handler.coerce
-
-            def store(key: str, value: str) -> None:
-                try:
-                    self.opts[key] = coerce(value)
-                except ValueError as e:
-                    raise usage.UsageError(f"--{name}: {e}") from None
-
-            handler = store
+            return _RecordedParameter(self, handler.coerce, name)
 
         def record(*args: Any) -> None:
             self.given.append(name)

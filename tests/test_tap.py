@@ -1042,6 +1042,20 @@ class OptionRangeTests(SynchronousTestCase):
                 parsed = parse(self, inMode(protocol, [f"--{name}={bound}"]))
                 self.assertEqual(parsed[name], bound)
 
+    def test_helpShowsRanges(self) -> None:
+        """
+        C{--help} states each numeric option's range.
+        """
+        help = " ".join(str(Options()).split())
+        for text in (
+            "--idle-timeout= Close",
+            "[default: 300.0]. 0, or seconds from 0.01 to 604800.",
+            "[default: 65536]. A whole number from 1 to 1,073,741,824.",
+            "[default: 10000]. A whole number from 0 to 1,000,000.",
+            "[default: 10000]. A whole number from 0 to 10,000,000.",
+        ):
+            self.assertIn(text, help)
+
     def test_backlogRange(self) -> None:
         """
         A port's backlog out of 1..65535 is refused with one line.
