@@ -941,7 +941,7 @@ class ModeOptionsTests(SynchronousTestCase):
         """
         An option given by an abbreviation of its name is refused as well.
         """
-        message = usageError(self, ["--queue=5"])
+        message = usageError(self, ["--queue-l=5"])
         self.assertEqual(
             message, "--queue-limit applies to --protocol relay only, not line"
         )
