@@ -37,7 +37,8 @@ C{net.core.somaxconn}.
 MAX_BACKLOG = 65535
 """
 The largest listen backlog a description may name (Linux caps it at
-C{net.core.somaxconn}, at most 65535 before 5.4 and 4096 by default since).
+C{net.core.somaxconn} anyway, 4096 by default; older kernels kept it in 16
+bits).
 """
 
 DEFAULT_UNIX_MODE = "660"
@@ -48,9 +49,7 @@ others may not.  Twisted's own default is 666, anyone on the machine.
 """
 
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl"})
-_HAS_BACKLOG = re.compile(r"(?<!\\):backlog=")
 _BACKLOG_VALUE = re.compile(r"(?<!\\):backlog=([^:]*)")
-_HAS_MODE = re.compile(r"(?<!\\):mode=")
 _MODE_VALUE = re.compile(r"(?<!\\):mode=([^:]*)")
 _OCTAL = re.compile(r"0*[0-7]{1,3}")
 
@@ -78,21 +77,23 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
     if description.isdigit():
         description = f"tcp:{description}"
     kind = description.split(":", 1)[0].lower()
-    for value in _BACKLOG_VALUE.findall(description):
+    backlogs = _BACKLOG_VALUE.findall(description)
+    for value in backlogs:
         if not (value.isdecimal() and 1 <= int(value) <= MAX_BACKLOG):
             raise ValueError(
                 f"backlog must be a whole number from 1 to {MAX_BACKLOG}, not {value!r}"
             )
+    if kind in _BACKLOG_KINDS and not backlogs:
+        description = f"{description}:backlog={backlog}"
     if kind == "unix":
-        for value in _MODE_VALUE.findall(description):
+        modes = _MODE_VALUE.findall(description)
+        for value in modes:
             if not _OCTAL.fullmatch(value):
                 raise ValueError(
                     f"mode must be permission bits in octal, 0 to 777, not {value!r}"
                 )
-    if kind in _BACKLOG_KINDS and not _HAS_BACKLOG.search(description):
-        description = f"{description}:backlog={backlog}"
-    if kind == "unix" and not _HAS_MODE.search(description):
-        description = f"{description}:mode={DEFAULT_UNIX_MODE}"
+        if not modes:
+            description = f"{description}:mode={DEFAULT_UNIX_MODE}"
     return description
 
 
