@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tcpcomm.endpoints import TLS_INSTALL_HINT
+
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -67,9 +69,7 @@ How far in the past certificates start, so a peer whose clock is slightly
 behind still accepts them.
 """
 
-_NEEDS_CRYPTOGRAPHY = (
-    "tcpcomm.certificates needs cryptography: pip install 'tcpcomm[tls]'"
-)
+_NEEDS_CRYPTOGRAPHY = f"tcpcomm.certificates needs cryptography: {TLS_INSTALL_HINT}"
 
 
 def escapeDescription(value: str) -> str:

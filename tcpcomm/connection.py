@@ -857,7 +857,10 @@ class ConnectionFactory(_FactoryBase):
 
     def _scheduleSweep(self, due: float) -> None:
         self._sweepDue = due
-        self._sweeper = self.clock.callLater(due - self.clock.seconds(), self._sweep)
+        # The clock moves on while this runs: a sweep due a tiny interval
+        # from "now" may be due already (a reactor refuses a negative delay).
+        delay = due - self.clock.seconds()
+        self._sweeper = self.clock.callLater(delay if delay > 0 else 0, self._sweep)
 
     def shutDown(self, timeout: float) -> Deferred[None]:
         """

@@ -10,7 +10,38 @@ closes.
 
 from __future__ import annotations
 
+from functools import lru_cache
+from ipaddress import AddressValueError, IPv6Address
+
+__all__ = ["TOO_MANY", "ConnectionLimits", "hostKey"]
+
 TOO_MANY = "too many connections"
+
+
+def hostKey(host: str) -> str:
+    """
+    The address C{host} counts as for per-host limits: an IPv4-mapped IPv6
+    address (C{::ffff:127.0.0.1}, what a dual-stack C{tcp6} port sees of an
+    IPv4 client) counts as its IPv4 address, so that one client reaching a
+    C{tcp} and a C{tcp6} port counts once.  Any other C{host} is itself.
+    """
+    if ":" not in host or "ffff" not in host.lower():
+        # IPv4, or IPv6 with no ffff group: cannot be IPv4-mapped.
+        return host
+    return _mappedKey(host)
+
+
+@lru_cache(maxsize=4096)
+def _mappedKey(host: str) -> str:
+    """
+    L{hostKey} for IPv6 text with an ffff group: parsed (about 5 us, so the
+    answers for recent clients are kept).
+    """
+    try:
+        mapped = IPv6Address(host).ipv4_mapped
+    except AddressValueError:
+        return host
+    return host if mapped is None else str(mapped)
 
 
 class ConnectionLimits:
@@ -19,7 +50,7 @@ class ConnectionLimits:
 
     @ivar maxConnections: The most connections open at once, or C{None}.
     @ivar maxPerHost: The most connections open at once from one host, or
-        C{None}.
+        C{None}.  Hosts are counted by L{hostKey}.
     """
 
     def __init__(
@@ -47,7 +78,7 @@ class ConnectionLimits:
         """
         How many admitted connections from C{host} are open.
         """
-        return self._perHost.get(host, 0)
+        return self._perHost.get(hostKey(host), 0)
 
     def admit(self, host: str | None) -> str | None:
         """
@@ -59,6 +90,8 @@ class ConnectionLimits:
         """
         if self.maxConnections is not None and self._open >= self.maxConnections:
             return TOO_MANY
+        if host is not None:
+            host = hostKey(host)
         if host is not None and self.maxPerHost is not None:
             if self._perHost.get(host, 0) >= self.maxPerHost:
                 return TOO_MANY
@@ -73,6 +106,7 @@ class ConnectionLimits:
         """
         self._open -= 1
         if host is not None:
+            host = hostKey(host)
             left = self._perHost[host] - 1
             if left:
                 self._perHost[host] = left

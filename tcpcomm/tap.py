@@ -30,6 +30,7 @@ from tcpcomm.endpoints import (
     checkPortNumber,
     checkTLSAvailable,
     serverEndpointDescription,
+    systemdActivationHint,
 )
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
 from tcpcomm.line import (
@@ -111,9 +112,38 @@ def _importFrom(directory: str, moduleName: str) -> ModuleType:
         sys.path_importer_cache.pop(directory, None)
 
 
-def _wholeNumber(minimum: int) -> Callable[[str], int]:
+MAX_BYTES = 1 << 30
+"""
+The most C{--max-line-length}, C{--max-pending-bytes} and C{--queue-bytes} may
+be: 1 GiB.
+"""
+
+MAX_CONNECTIONS = 1_000_000
+"""
+The most C{--max-connections} and C{--max-connections-per-ip} may be (each
+connection needs a file descriptor; Linux allows a process 1,048,576).
+"""
+
+MAX_QUEUE_LIMIT = 10_000_000
+"""
+The most C{--queue-limit} may be, in lines.
+"""
+
+MIN_TIMEOUT = 0.01
+"""
+The shortest timeout, in seconds, of the options where 0 does not mean off.
+"""
+
+MAX_TIMEOUT = 7 * 24 * 3600.0
+"""
+The longest timeout, in seconds: a week (the reactor cannot wait much longer
+than 24 days in one go).
+"""
+
+
+def _wholeNumber(minimum: int, maximum: int) -> Callable[[str], int]:
     """
-    An option coercer for whole numbers of at least C{minimum}.
+    An option coercer for whole numbers from C{minimum} to C{maximum}.
     """
 
     def coerce(text: str) -> int:
@@ -121,33 +151,97 @@ def _wholeNumber(minimum: int) -> Callable[[str], int]:
             value = int(text)
         except ValueError:
             value = minimum - 1
-        if value < minimum:
+        if not minimum <= value <= maximum:
             raise ValueError(
-                f"expected a whole number of at least {minimum}, not {text!r}"
+                f"expected a whole number from {minimum} to {maximum:,},"
+                f" not {text[:40]!r}"
             )
         return value
 
-    coerce.coerceDoc = f"A whole number, at least {minimum}."  # type: ignore[attr-defined]
+    coerce.coerceDoc = f"A whole number from {minimum} to {maximum:,}."  # type: ignore[attr-defined]
     return coerce
 
 
-_positiveInt = _wholeNumber(1)
-_nonNegativeInt = _wholeNumber(0)
+_byteCount = _wholeNumber(1, MAX_BYTES)
+_connectionCount = _wholeNumber(0, MAX_CONNECTIONS)
+_queueLimit = _wholeNumber(0, MAX_QUEUE_LIMIT)
+_queueBytes = _wholeNumber(0, MAX_BYTES)
 
 
 def _nonNegativeSeconds(text: str) -> float:
+    """
+    An option coercer for timeouts: 0, or seconds from L{MIN_TIMEOUT} to
+    L{MAX_TIMEOUT}.
+    """
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"expected seconds, 0 or more, not {text!r}")
-    return value
+    if not (value == 0 or MIN_TIMEOUT <= value <= MAX_TIMEOUT):
+        raise ValueError(
+            f"expected 0 or seconds from {MIN_TIMEOUT} to {MAX_TIMEOUT:.0f},"
+            f" not {text[:40]!r}"
+        )
+    return value + 0.0  # -0.0 is 0
+
+
+_nonNegativeSeconds.coerceDoc = (  # type: ignore[attr-defined]
+    f"0, or seconds from {MIN_TIMEOUT} to {MAX_TIMEOUT:.0f}."
+)
+
+
+MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "handler": ("line",),
+    "handler-timeout": ("line",),
+    "delimiter": ("line", "chat", "relay"),
+    "max-line-length": ("line", "chat", "relay"),
+    "max-pending-bytes": ("chat", "relay"),
+    "upstream": ("relay",),
+    "tag": ("relay",),
+    "queue-limit": ("relay",),
+    "queue-bytes": ("relay",),
+    "workers": ("line", "echo"),
+    "worker-fds": ("line", "echo"),
+}
+"""
+The options that apply to some C{--protocol}s only, and those protocols;
+any other option applies to every protocol.  Given with another protocol,
+even at its default value, an option is refused.
+"""
+
+
+def _modeNames(modes: Sequence[str]) -> str:
+    """
+    C{"line"}, C{"line and echo"}, C{"line, chat and relay"}.
+    """
+    if len(modes) == 1:
+        return modes[0]
+    return f"{', '.join(modes[:-1])} and {modes[-1]}"
 
 
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+
+
+class _RecordedParameter(usage.CoerceParameter):
+    """
+    A parameter that notes in L{Options.given} that it was given, and whose
+    refusal names it: C{--idle-timeout: expected ...}.
+    """
+
+    def __init__(
+        self, options: Options, coerce: Callable[[str], Any], name: str
+    ) -> None:
+        super().__init__(options, coerce)
+        self.name = name
+
+    def dispatch(self, parameterName: str, value: str) -> None:
+        self.options.given.append(self.name)
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{self.name}: {e}") from None
 
 
 class Options(usage.Options):
@@ -191,13 +285,18 @@ class Options(usage.Options):
             " the line).  MODULE is looked for on sys.path and in the current"
             " directory.",
         ],
-        ["delimiter", None, "lf", "Line mode: end replies with lf or crlf."],
+        [
+            "delimiter",
+            None,
+            "lf",
+            "Line, chat and relay modes: end lines sent with lf or crlf.",
+        ],
         [
             "max-line-length",
             None,
             DEFAULT_MAX_LINE_LENGTH,
-            "Line mode: the longest line accepted, in bytes.",
-            _positiveInt,
+            "Line, chat and relay modes: the longest line accepted, in bytes.",
+            _byteCount,
         ],
         [
             "max-connections",
@@ -205,14 +304,16 @@ class Options(usage.Options):
             DEFAULT_MAX_CONNECTIONS,
             "The most connections open at once (0: no limit).  Over it, line"
             " mode answers ERROR too many connections and closes; echo closes.",
-            _nonNegativeInt,
+            _connectionCount,
         ],
         [
             "max-connections-per-ip",
             None,
             0,
-            "The most connections open at once from one IP address (0: no limit).",
-            _nonNegativeInt,
+            "The most connections open at once from one IP address (0: no"
+            " limit); an IPv4 client reaching a tcp6 port counts as its IPv4"
+            " address.",
+            _connectionCount,
         ],
         [
             "idle-timeout",
@@ -239,7 +340,7 @@ class Options(usage.Options):
             "Chat and relay modes: how many bytes of lines the client did not"
             " ask for may wait for a client that reads slowly before it is"
             " dropped with ERROR too slow.",
-            _positiveInt,
+            _byteCount,
         ],
         [
             "upstream",
@@ -254,7 +355,7 @@ class Options(usage.Options):
             DEFAULT_QUEUE_LIMIT,
             "Relay mode: how many lines may wait while the upstream is down;"
             " beyond it a sender gets ERROR upstream unavailable.",
-            _nonNegativeInt,
+            _queueLimit,
         ],
         [
             "queue-bytes",
@@ -262,7 +363,7 @@ class Options(usage.Options):
             DEFAULT_QUEUE_BYTES,
             "Relay mode: how many bytes of lines may wait while the upstream"
             " is down; beyond it a sender gets ERROR upstream unavailable.",
-            _nonNegativeInt,
+            _queueBytes,
         ],
         [
             "shutdown-timeout",
@@ -304,6 +405,27 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        # The options given on the command line, in order, so that an option
+        # of another mode is refused even when given at its default value.
+        # usage.Options has no hook for this; its dispatch table (one entry
+        # per option, set up by __init__) is wrapped instead.
+        self.given: list[str] = []
+        for name, handler in self._dispatch.items():
+            self._dispatch[name] = self._recording(name, handler)
+
+    def _recording(self, name: str, handler: Any) -> Any:
+        """
+        Wrap the parser's C{handler} for option C{name} to note that the
+        option was given, and to name the option when its value is refused.
+        """
+        if isinstance(handler, usage.CoerceParameter):
+            return _RecordedParameter(self, handler.coerce, name)
+
+        def record(*args: Any) -> None:
+            self.given.append(name)
+            handler(*args)
+
+        return record
 
     def opt_port(self, description: str) -> None:
         try:
@@ -315,7 +437,13 @@ class Options(usage.Options):
             checkPortNumber(normalized)
         except ValueError as e:
             raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
-        _checkEndpoint(description, normalized)
+        try:
+            _checkEndpoint(description, normalized)
+        except usage.UsageError:
+            hint = systemdActivationHint(normalized)
+            if hint is None:
+                raise
+            raise usage.UsageError(f"--port {description}: {hint}") from None
         self["ports"].append(normalized)
 
     # usage shows an opt_ method's docstring as its help, spacing and all.
@@ -365,6 +493,13 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}"
             )
+        for name in self.given:
+            modes = MODE_OPTIONS.get(name, PROTOCOLS)
+            if protocol not in modes:
+                raise usage.UsageError(
+                    f"--{name} applies to --protocol {_modeNames(modes)} only,"
+                    f" not {protocol}"
+                )
         if self["delimiter"] not in DELIMITERS:
             raise usage.UsageError(
                 f"unknown delimiter {self['delimiter']!r}: choose lf or crlf"
@@ -378,13 +513,7 @@ class Options(usage.Options):
                 self["upstreamEndpoint"] = clientEndpoint(reactor, self["upstream"])
             except ValueError as e:
                 raise usage.UsageError(f"--upstream: {e}") from None
-        elif self["upstream"] is not None or self["tag"]:
-            raise usage.UsageError(
-                "--upstream and --tag apply to --protocol relay only"
-            )
         if self["handler"] is not None:
-            if protocol != "line":
-                raise usage.UsageError("--handler applies to --protocol line only")
             try:
                 self["handlerObject"] = loadHandler(self["handler"], os.getcwd())
             except ValueError as e:

@@ -11,9 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tcpcomm.endpoints import (
     DEFAULT_BACKLOG,
+    DEFAULT_UNIX_MODE,
     checkTLSAvailable,
     formatAddress,
     serverEndpointDescription,
+    systemdActivationHint,
 )
 
 
@@ -56,10 +58,51 @@ class ServerEndpointDescriptionTests(SynchronousTestCase):
 
     def test_otherKindsUnchanged(self) -> None:
         """
-        UNIX and other endpoint kinds pass through untouched.
+        Kinds with no backlog or mode to add pass through untouched.
         """
-        for text in ("unix:/tmp/sock", "systemd:domain=INET:index=0"):
+        for text in ("systemd:domain=INET:index=0", "unix:/tmp/sock:mode=600"):
             self.assertEqual(serverEndpointDescription(text), text)
+
+    def test_unixModeAdded(self) -> None:
+        """
+        A UNIX socket description naming no mode gets mode 660, not
+        Twisted's 666.
+        """
+        self.assertEqual(
+            serverEndpointDescription("unix:/tmp/sock"), "unix:/tmp/sock:mode=660"
+        )
+        self.assertEqual(
+            serverEndpointDescription("unix:address=/tmp/s:lockfile=0"),
+            "unix:address=/tmp/s:lockfile=0:mode=660",
+        )
+        self.assertEqual(DEFAULT_UNIX_MODE, "660")
+
+    def test_escapedModeIsNotAMode(self) -> None:
+        """
+        C{\\:mode=} inside a path is part of the path, so a mode is added.
+        """
+        self.assertEqual(
+            serverEndpointDescription(r"unix:/tmp/a\:mode=1"),
+            r"unix:/tmp/a\:mode=1:mode=660",
+        )
+
+    def test_backlogOutOfRangeRejected(self) -> None:
+        """
+        A backlog that is not a whole number from 1 to 65535 is refused,
+        naming it.
+        """
+        for backlog in ("0", "-1", "65536", "1e3", "", "99999999999999999999"):
+            error = self.assertRaises(
+                ValueError, serverEndpointDescription, f"tcp:8000:backlog={backlog}"
+            )
+            self.assertEqual(
+                str(error),
+                f"backlog must be a whole number from 1 to 65535, not {backlog!r}",
+            )
+        self.assertEqual(
+            serverEndpointDescription("tcp:8000:backlog=65535"),
+            "tcp:8000:backlog=65535",
+        )
 
     def test_whitespaceStripped(self) -> None:
         """
@@ -115,9 +158,83 @@ class CheckTLSAvailableTests(SynchronousTestCase):
 
     def test_missingLibrariesExplained(self) -> None:
         """
-        Without pyOpenSSL, a TLS endpoint is refused with the install command.
+        Without pyOpenSSL, a TLS endpoint is refused with the command that
+        installs the extra from the checkout, not from a package index.
         """
         self.patch(sys, "modules", {**sys.modules, "OpenSSL": None})
         for description in ("ssl:8443", "tls:example.com:443"):
             error = self.assertRaises(ValueError, checkTLSAvailable, description)
-            self.assertIn("pip install 'tcpcomm[tls]'", str(error))
+            self.assertEqual(
+                str(error),
+                "TLS needs pyOpenSSL and service_identity:"
+                " pip install '.[tls]' (from the tcpcomm checkout)",
+            )
+
+
+class SystemdActivationHintTests(SynchronousTestCase):
+    """
+    L{systemdActivationHint} explains a C{systemd:} port with no socket.
+    """
+
+    def test_indexAndName(self) -> None:
+        """
+        An index or a name is named, with the variables a process needs.
+        """
+        for description, which in (
+            ("systemd:domain=INET:index=0", "at index 0"),
+            ("systemd:domain=UNIX:name=web", "named 'web'"),
+        ):
+            hint = systemdActivationHint(description)
+            assert hint is not None
+            self.assertTrue(hint.startswith(f"no socket inherited {which}: "), hint)
+            self.assertIn("LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES", hint)
+            self.assertIn("--fdname=NAME", hint)
+
+    def test_unknownDomain(self) -> None:
+        """
+        A domain with no C{AF_} constant is named.
+        """
+        self.assertEqual(
+            systemdActivationHint("systemd:domain=NOPE:index=0"),
+            "unknown domain 'NOPE': use INET, INET6 or UNIX",
+        )
+
+    def test_nothingToSay(self) -> None:
+        """
+        Other kinds, and descriptions Twisted explains better, get C{None}.
+        """
+        for description in (
+            "tcp:8000",
+            "systemd:domain=INET",
+            "systemd:domain=INET:index=0:name=a",
+            "systemd:domain=INET:index=-1",
+            "systemd:domain=INET:index=x",
+        ):
+            self.assertIsNone(systemdActivationHint(description), description)
+
+
+class UnixModeTests(SynchronousTestCase):
+    """
+    The C{mode} of a C{unix:} description is checked.
+    """
+
+    def test_badModeRejected(self) -> None:
+        """
+        A mode that is not octal permission bits from 0 to 777 is refused.
+        """
+        for mode in ("", "abc", "8", "1777", "7777", "-1", "0x1ff", "99999999999"):
+            error = self.assertRaises(
+                ValueError, serverEndpointDescription, f"unix:/tmp/s:mode={mode}"
+            )
+            self.assertEqual(
+                str(error),
+                f"mode must be permission bits in octal, 0 to 777, not {mode!r}",
+            )
+
+    def test_goodModesKept(self) -> None:
+        """
+        Modes from 0 to 777, with or without leading zeros, are kept as given.
+        """
+        for mode in ("0", "600", "0660", "00777"):
+            text = f"unix:/tmp/s:mode={mode}"
+            self.assertEqual(serverEndpointDescription(text), text)

@@ -6,14 +6,14 @@ what over-limit clients get from the line and echo servers.
 from __future__ import annotations
 
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tcpcomm.client import exchange
 from tcpcomm.connection import LINGER_SECONDS, ConnectionFactory
 from tcpcomm.echo import EchoFactory
-from tcpcomm.limits import TOO_MANY, ConnectionLimits
+from tcpcomm.limits import TOO_MANY, ConnectionLimits, hostKey
 from tcpcomm.line import LineFactory
 from tcpcomm.testing import startServer
 from tests.test_line import HalfCloseableStringTransport, LogCapture, waitUntil
@@ -205,4 +205,92 @@ class LimitsOverSocketsTests(TestCase):
         holders[0].transport.loseConnection()  # type: ignore[union-attr]
         await waitUntil(lambda: factory.stats.connectionsOpen == 1)
         self.assertEqual(await exchange(reactor, server.endpoint(), b"in\n"), b"in\n")
+        self.assertEqual(factory.stats.connectionsRefused, 1)
+
+
+class HostKeyTests(SynchronousTestCase):
+    """
+    L{hostKey} counts an IPv4-mapped IPv6 address as its IPv4 address.
+    """
+
+    def test_mappedIsIPv4(self) -> None:
+        """
+        C{::ffff:a.b.c.d}, in any spelling, is C{a.b.c.d}.
+        """
+        for mapped in (
+            "::ffff:127.0.0.1",
+            "::FFFF:127.0.0.1",
+            "0:0:0:0:0:ffff:127.0.0.1",
+            "::ffff:7f00:1",
+        ):
+            self.assertEqual(hostKey(mapped), "127.0.0.1", mapped)
+
+    def test_othersUnchanged(self) -> None:
+        """
+        IPv4, plain IPv6, IPv4-compatible and NAT64 addresses, and text that
+        is no address, are themselves.
+        """
+        for host in (
+            "127.0.0.1",
+            "::1",
+            "2001:db8::1",
+            "fe80::1%lo",
+            "::1.2.3.4",
+            "64:ff9b::1.2.3.4",
+            "x:y.z",
+            "",
+        ):
+            self.assertEqual(hostKey(host), host)
+
+    def test_limitsCountMappedAsIPv4(self) -> None:
+        """
+        L{ConnectionLimits} counts C{127.0.0.1} and C{::ffff:127.0.0.1} as one
+        host, and releases them as one.
+        """
+        limits = ConnectionLimits(maxPerHost=1)
+        self.assertIsNone(limits.admit("::ffff:127.0.0.1"))
+        self.assertEqual(limits.admit("127.0.0.1"), TOO_MANY)
+        self.assertEqual(limits.openFrom("127.0.0.1"), 1)
+        limits.release("::ffff:127.0.0.1")
+        self.assertEqual(limits.openFrom("::ffff:127.0.0.1"), 0)
+        self.assertIsNone(limits.admit("127.0.0.1"))
+
+
+class MappedAddressOverSocketsTests(TestCase):
+    """
+    The per-IP limit over a C{tcp} port and a C{tcp6} port that an IPv4
+    client reaches as C{::ffff:127.0.0.1}.
+    """
+
+    async def test_oneClientOverTwoFamilies(self) -> None:
+        """
+        With C{maxConnectionsPerHost=1}, a client of 127.0.0.1 holding a
+        connection to a tcp port is refused by a tcp6 port of the same
+        factory, which sees it as C{::ffff:127.0.0.1}.
+        """
+        from twisted.internet.endpoints import (
+            TCP4ClientEndpoint,
+            TCP6ServerEndpoint,
+            connectProtocol,
+        )
+
+        from tests.test_testing import Holder, hasIPv6Loopback
+
+        if not hasIPv6Loopback():
+            raise SkipTest("no IPv6 on this machine")
+        factory = LineFactory(maxConnectionsPerHost=1)
+        server = startServer(self, factory)
+        # An IPv6 socket bound to the IPv4-mapped loopback address: it accepts
+        # IPv4 clients of 127.0.0.1 only, each seen as ::ffff:127.0.0.1.
+        port6 = await TCP6ServerEndpoint(
+            reactor, 0, interface="::ffff:127.0.0.1"
+        ).listen(factory)
+        self.addCleanup(port6.stopListening)
+        address6 = port6.getHost()
+        assert isinstance(address6, IPv6Address)
+        await connectProtocol(server.endpoint(), Holder())
+        await waitUntil(lambda: factory.stats.connectionsOpen == 1)
+        endpoint6 = TCP4ClientEndpoint(reactor, "127.0.0.1", address6.port)
+        reply = await exchange(reactor, endpoint6, b"in\n")
+        self.assertEqual(reply, b"ERROR too many connections\n")
         self.assertEqual(factory.stats.connectionsRefused, 1)

@@ -53,6 +53,13 @@ A port number the examples use.
 
 FILE_NAME = re.compile(r"#\s*([\w.-]+\.py)\s*$")
 
+SIGNATURES = (
+    "# The factories' arguments and their defaults (tests/test_readme.py checks them)."
+)
+"""
+The first line of the README's block of factory signatures.
+"""
+
 TOOLS = ("nc", "openssl", "head", "cmp")
 """
 Programs the examples run besides Python's and tcpcomm's own.
@@ -382,7 +389,7 @@ def signatureExamples() -> Iterator[ast.Call]:
     The calls in the README's block of factory signatures.
     """
     for block in readBlocks(README.read_text(encoding="utf-8")):
-        if block.info == "python" and "LineFactory(handler=" in "\n".join(block.lines):
+        if block.info == "python" and block.lines[:1] == [SIGNATURES]:
             for node in ast.walk(ast.parse("\n".join(block.lines))):
                 if isinstance(node, ast.Call):
                     yield node

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import signal
 import socket
+import stat
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,17 +28,27 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions  # type: ignore[attr-defined]
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from tcpcomm.client import ConnectionFailed, exchange
+from tcpcomm.connection import IDLE_SWEEPS
 from tcpcomm.echo import EchoFactory
 from tcpcomm.line import LineFactory, echoLine
-from tcpcomm.tap import Options, loadHandler, makeFactory, makeService
-from tests.test_plugin import runToEnd, temporaryDirectory
+from tcpcomm.tap import (
+    MODE_OPTIONS,
+    PROTOCOLS,
+    Options,
+    loadHandler,
+    makeFactory,
+    makeService,
+)
+from tests.test_limits import connectFrom
+from tests.test_plugin import Child, runToEnd, temporaryDirectory
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 """
@@ -270,7 +284,7 @@ class OptionsTests(SynchronousTestCase):
         C{--max-line-length 0} is refused, saying what is expected.
         """
         message = usageError(self, ["--max-line-length", "0"])
-        self.assertIn("at least 1", message)
+        self.assertIn("from 1 to", message)
         self.assertIn("'0'", message)
 
     def test_maxLineLengthNotANumber(self) -> None:
@@ -278,7 +292,7 @@ class OptionsTests(SynchronousTestCase):
         C{--max-line-length abc} is refused, naming the value.
         """
         message = usageError(self, ["--max-line-length", "abc"])
-        self.assertIn("at least 1", message)
+        self.assertIn("from 1 to", message)
         self.assertIn("'abc'", message)
 
     def test_unknownEndpointType(self) -> None:
@@ -353,7 +367,9 @@ class OptionsTests(SynchronousTestCase):
         """
         for args in (["--upstream", "localhost:9"], ["--tag"]):
             message = usageError(self, args)
-            self.assertIn("apply to --protocol relay only", message)
+            self.assertEqual(
+                message, f"{args[0]} applies to --protocol relay only, not line"
+            )
 
     def test_badUpstream(self) -> None:
         """
@@ -845,3 +861,449 @@ class LoadHandlerTests(SynchronousTestCase):
         directory = str(temporaryDirectory(self))
         self.assertRaises(ValueError, loadHandler, "tcpcommnosuchmodule:f", directory)
         self.assertEqual(sys.path, before)
+
+
+MODE_OPTION_VALUES: dict[str, list[str]] = {
+    "handler": ["--handler", "tests.test_tap:shout"],
+    "handler-timeout": ["--handler-timeout", "0"],
+    "delimiter": ["--delimiter", "lf"],
+    "max-line-length": ["--max-line-length", "65536"],
+    "max-pending-bytes": ["--max-pending-bytes", "1048576"],
+    "upstream": ["--upstream", "localhost:9"],
+    "tag": ["--tag"],
+    "queue-limit": ["--queue-limit", "10000"],
+    "queue-bytes": ["--queue-bytes", "16777216"],
+    "workers": ["--workers", "1"],
+    "worker-fds": ["--worker-fds", "3"],
+}
+"""
+Each mode-specific option given at its default (or a harmless) value.
+"""
+
+COMMON_OPTIONS = frozenset(
+    {
+        "help",
+        "version",
+        "port",
+        "protocol",
+        "max-connections",
+        "max-connections-per-ip",
+        "idle-timeout",
+        "shutdown-timeout",
+    }
+)
+"""
+The options that apply to every protocol.
+"""
+
+
+def inMode(protocol: str, args: Sequence[str]) -> list[str]:
+    """
+    C{args} with C{--protocol protocol} (and an upstream, for relay).
+    """
+    extra = ["--upstream", "localhost:9"] if protocol == "relay" else []
+    if "--upstream" in args:
+        extra = []
+    return ["--protocol", protocol, *args, *extra]
+
+
+class ModeOptionsTests(SynchronousTestCase):
+    """
+    Options of one mode are refused in the others, as {MODE_OPTIONS} says.
+    """
+
+    def test_everyOptionDecided(self) -> None:
+        """
+        Every option of L{Options} either applies to every protocol or is in
+        L{MODE_OPTIONS}, so that a new option cannot be forgotten.
+        """
+        names = {name.rstrip("=") for name in Options().longOpt}
+        self.assertEqual(names - COMMON_OPTIONS, set(MODE_OPTIONS))
+        self.assertEqual(set(MODE_OPTION_VALUES), set(MODE_OPTIONS))
+
+    def test_refusedInOtherModes(self) -> None:
+        """
+        Each mode-specific option, at its default value, is refused in every
+        other protocol with one line naming the protocols it belongs to.
+        """
+        expected = {
+            ("line",): "line",
+            ("line", "echo"): "line and echo",
+            ("chat", "relay"): "chat and relay",
+            ("line", "chat", "relay"): "line, chat and relay",
+            ("relay",): "relay",
+        }
+        refused = 0
+        for name, modes in MODE_OPTIONS.items():
+            for protocol in set(PROTOCOLS) - set(modes):
+                message = usageError(self, inMode(protocol, MODE_OPTION_VALUES[name]))
+                self.assertEqual(
+                    message,
+                    f"--{name} applies to --protocol {expected[modes]} only,"
+                    f" not {protocol}",
+                )
+                refused += 1
+        self.assertEqual(refused, 26)
+
+    def test_acceptedInTheirModes(self) -> None:
+        """
+        Each mode-specific option is accepted in each of its protocols.
+        """
+        for name, modes in MODE_OPTIONS.items():
+            for protocol in modes:
+                options = parse(self, inMode(protocol, MODE_OPTION_VALUES[name]))
+                self.assertEqual(options["protocol"], protocol)
+                self.assertIn(name, options.given)
+
+    def test_commonOptionsInEveryMode(self) -> None:
+        """
+        The options that are not mode-specific are accepted in every protocol.
+        """
+        common = [
+            "--max-connections=5",
+            "--max-connections-per-ip=2",
+            "--idle-timeout=1",
+            "--shutdown-timeout=1",
+            "--port=tcp:0:interface=127.0.0.1",
+        ]
+        for protocol in PROTOCOLS:
+            options = parse(self, inMode(protocol, common))
+            self.assertEqual(options["idle-timeout"], 1.0)
+
+    def test_abbreviationRecorded(self) -> None:
+        """
+        An option given by an abbreviation of its name is refused as well.
+        """
+        message = usageError(self, ["--queue-l=5"])
+        self.assertEqual(
+            message, "--queue-limit applies to --protocol relay only, not line"
+        )
+
+    def test_oneLineUnderTwistd(self) -> None:
+        """
+        Under twistd the refusal is one C{twistd tcpcomm: error:} line.
+        """
+        message = subcommandError(self, ["--protocol", "echo", "--delimiter", "lf"])
+        self.assertEqual(
+            message,
+            "twistd tcpcomm: error: --delimiter applies to --protocol line, chat"
+            " and relay only, not echo",
+        )
+
+
+NONSENSE_SECONDS = [
+    "1e-9",
+    "0.009",
+    "-1",
+    "-0.5",
+    "nan",
+    "inf",
+    "-inf",
+    "604800.5",
+    "1e308",
+    "",
+    "abc",
+    "9" * 5000,
+]
+
+
+class OptionRangeTests(SynchronousTestCase):
+    """
+    Every numeric option is range-checked at start-up, naming the option.
+    """
+
+    def test_timeoutsRefuseNonsense(self) -> None:
+        """
+        A timeout that is not 0 or from 0.01 to 604800 seconds is refused.
+        """
+        for name, protocol in (
+            ("idle-timeout", "echo"),
+            ("handler-timeout", "line"),
+            ("shutdown-timeout", "chat"),
+        ):
+            for value in NONSENSE_SECONDS:
+                message = usageError(self, inMode(protocol, [f"--{name}={value}"]))
+                self.assertEqual(
+                    message,
+                    f"--{name}: expected 0 or seconds from 0.01 to 604800,"
+                    f" not {value[:40]!r}",
+                )
+
+    def test_timeoutsAcceptTheirRange(self) -> None:
+        """
+        0 (also as C{-0}), 0.01 and 604800 seconds are accepted, as floats.
+        """
+        for value, seconds in (
+            ("0", 0.0),
+            ("-0", 0.0),
+            ("0.01", 0.01),
+            ("6048e2", 604800.0),
+        ):
+            for name in ("idle-timeout", "handler-timeout", "shutdown-timeout"):
+                parsed = parse(self, [f"--{name}={value}"])[name]
+                self.assertEqual((parsed, str(parsed)), (seconds, str(seconds)))
+
+    def test_countsRefuseNonsense(self) -> None:
+        """
+        Counts and byte sizes out of their range, or not whole numbers, are
+        refused, naming the option and the range.
+        """
+        cases = [
+            ("max-line-length", "line", 1, 1 << 30),
+            ("max-pending-bytes", "chat", 1, 1 << 30),
+            ("max-connections", "line", 0, 1_000_000),
+            ("max-connections-per-ip", "echo", 0, 1_000_000),
+            ("queue-limit", "relay", 0, 10_000_000),
+        ]
+        for name, protocol, low, high in cases:
+            for value in (
+                str(low - 1),
+                str(high + 1),
+                "1e3",
+                "1.5",
+                "",
+                "nan",
+                "9" * 5000,
+            ):
+                message = usageError(self, inMode(protocol, [f"--{name}={value}"]))
+                self.assertEqual(
+                    message,
+                    f"--{name}: expected a whole number from {low} to {high:,},"
+                    f" not {value[:40]!r}",
+                )
+            for bound in (low, high):
+                parsed = parse(self, inMode(protocol, [f"--{name}={bound}"]))
+                self.assertEqual(parsed[name], bound)
+
+    def test_helpShowsRanges(self) -> None:
+        """
+        C{--help} states each numeric option's range.
+        """
+        help = " ".join(str(Options()).split())
+        for text in (
+            "--idle-timeout= Close",
+            "[default: 300.0]. 0, or seconds from 0.01 to 604800.",
+            "[default: 65536]. A whole number from 1 to 1,073,741,824.",
+            "[default: 10000]. A whole number from 0 to 1,000,000.",
+            "[default: 10000]. A whole number from 0 to 10,000,000.",
+        ):
+            self.assertIn(text, help)
+
+    def test_backlogRange(self) -> None:
+        """
+        A port's backlog out of 1..65535 is refused with one line.
+        """
+        message = usageError(self, ["--port", "tcp:0:backlog=0"])
+        self.assertEqual(
+            message, "--port: backlog must be a whole number from 1 to 65535, not '0'"
+        )
+
+
+class SteppingClock(Clock):
+    """
+    A clock that moves on 10 ms each time it is read (as real time moves on
+    between two reads, here more than a sweep interval of the shortest idle
+    timeout), and that refuses a negative delay as a reactor does.
+    """
+
+    def seconds(self) -> float:
+        self.rightNow += 0.01
+        return self.rightNow
+
+    def callLater(self, delay: float, *args: Any, **kwargs: Any) -> Any:
+        assert delay >= 0, f"{delay} is not greater than or equal to 0 seconds"
+        return super().callLater(delay, *args, **kwargs)
+
+
+class TinyIdleTimeoutTests(SynchronousTestCase):
+    """
+    The idle sweeper copes with sweeps that are due before it schedules them.
+    """
+
+    def test_sweepDueAlreadyIsScheduledNow(self) -> None:
+        """
+        With the clock moving on more than a sweep interval between two
+        reads, each sweep is scheduled with no delay instead of raising, and
+        the idle connection is closed after its sweeps.
+        """
+        clock = SteppingClock()
+        factory = LineFactory(idleTimeout=0.01, clock=clock)
+        transport = connectFrom(factory)
+        for _ in range(IDLE_SWEEPS + 1):
+            (sweep,) = clock.calls
+            clock.calls.remove(sweep)
+            sweep.func(*sweep.args, **sweep.kw)
+        self.assertEqual(factory.stats.idleTimeouts, 1)
+        self.assertIn(b"ERROR idle timeout", transport.value())
+
+
+ACTIVATOR = """
+import os, socket, sys
+listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listening.bind(("127.0.0.1", 0))
+listening.listen(8)
+print(listening.getsockname()[1], flush=True)
+fd = listening.detach()
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+if sys.argv[1]:
+    os.environ["LISTEN_FDNAMES"] = sys.argv[1]
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+"""
+What systemd does for socket activation, in a few lines: bind a listening
+socket on 127.0.0.1, pass it as descriptor 3, set C{LISTEN_FDS},
+C{LISTEN_PID} (the same process after C{exec}) and, if C{argv[1]} is not
+empty, C{LISTEN_FDNAMES}; then run the command in C{argv[2:]}.  The port is
+the first line of standard output.
+"""
+
+
+class SystemdActivationTests(SynchronousTestCase):
+    """
+    C{--port systemd:...} with a socket inherited as systemd passes it.
+    """
+
+    def activated(self, names: str, description: str) -> tuple[Child, int]:
+        """
+        Start C{twistd -n tcpcomm --port description} under L{ACTIVATOR}
+        with C{LISTEN_FDNAMES} set to C{names} (unset if empty).
+        """
+        from tests.test_plugin import START_TIMEOUT, Child, twistdCommand
+
+        twistd = twistdCommand()
+        if len(twistd) != 1:
+            raise SkipTest("no twistd script next to this Python to exec")
+        args = ["-n", "--pidfile=", "tcpcomm", "--port", description]
+        child = Child(
+            self,
+            [sys.executable, "-c", ACTIVATOR, names, twistd[0], *args],
+            temporaryDirectory(self),
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not child.stdout().endswith("\n") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return child, int(child.stdout().splitlines()[0])
+
+    def test_namedActivationServes(self) -> None:
+        """
+        With C{LISTEN_FDNAMES} set (systemd, or C{systemd-socket-activate
+        --fdname}), C{index=0} and C{name=} both serve the inherited socket.
+        """
+        from tests.test_plugin import talk
+
+        for description in (
+            "systemd:domain=INET:index=0",
+            "systemd:domain=INET:name=web",
+        ):
+            child, port = self.activated("web", description)
+            self.assertEqual(talk(port, b"hello\n")[0], b"hello\n", child.output())
+            self.assertEqual(child.terminate(), -signal.SIGTERM, child.output())
+
+    def test_indexWithoutNamesIsOneLine(self) -> None:
+        """
+        Without C{LISTEN_FDNAMES} (C{systemd-socket-activate} without
+        C{--fdname}), start-up fails with one line naming what is missing
+        and exit status 1, not C{list index out of range}.
+        """
+        child, _ = self.activated("", "systemd:domain=INET:index=0")
+        self.assertEqual(child.wait(), 1, child.output())
+        self.assertEqual(
+            child.stderr().splitlines(),
+            [
+                "twistd tcpcomm: error: --port systemd:domain=INET:index=0: no"
+                " socket inherited at index 0: start tcpcomm from a systemd"
+                " socket unit, or with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES"
+                " all set (Twisted ignores inherited sockets without"
+                " LISTEN_FDNAMES; systemd-socket-activate sets it with"
+                " --fdname=NAME)"
+            ],
+        )
+
+
+class SystemdOptionTests(SynchronousTestCase):
+    """
+    C{--port systemd:...} in a process that inherited no socket.
+    """
+
+    def test_missingSocketExplained(self) -> None:
+        """
+        An index or name that matches no inherited socket is refused with
+        one line saying what the process needs, naming C{LISTEN_FDNAMES}.
+        """
+        for description, which in (
+            ("systemd:domain=INET:index=0", "at index 0"),
+            ("systemd:domain=INET6:name=web", "named 'web'"),
+        ):
+            message = usageError(self, ["--port", description])
+            self.assertTrue(
+                message.startswith(
+                    f"--port {description}: no socket inherited {which}:"
+                ),
+                message,
+            )
+            self.assertIn("LISTEN_FDNAMES", message)
+
+    def test_unknownDomain(self) -> None:
+        """
+        An unknown domain is named, not reported as C{list index out of range}.
+        """
+        message = usageError(self, ["--port", "systemd:domain=FOO:index=0"])
+        self.assertEqual(
+            message,
+            "--port systemd:domain=FOO:index=0: unknown domain 'FOO': use INET,"
+            " INET6 or UNIX",
+        )
+
+    def test_malformedLeftToTwisted(self) -> None:
+        """
+        A description with neither or both of C{index} and C{name}, or an
+        index that is no number, keeps Twisted's own explanation.
+        """
+        for description, reason in (
+            ("systemd:domain=INET", "Specify exactly one of descriptor index or name"),
+            ("systemd:domain=INET:index=0:name=x", "Specify exactly one"),
+            ("systemd:domain=INET:index=x", "invalid literal for int()"),
+        ):
+            message = usageError(self, ["--port", description])
+            self.assertIn(f"bad endpoint {description!r}: {reason}", message)
+
+
+class UnixSocketModeTests(TestCase):
+    """
+    UNIX sockets tcpcomm listens on are not world-writable by default.
+    """
+
+    def listenedMode(self, description: str) -> int:
+        """
+        Listen on C{description} as C{--port} gives it to L{makeService} and
+        return the socket file's permission bits.
+        """
+        directory = temporaryDirectory(self)
+        path = directory / "s.sock"
+        options = parse(self, ["--port", description.format(path=path)])
+        service = makeService(options, reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    def test_defaultMode660(self) -> None:
+        """
+        C{--port unix:PATH} makes a socket with mode 0660 (Twisted: 0666),
+        whatever the umask.
+        """
+        previous = os.umask(0)
+        self.addCleanup(os.umask, previous)
+        self.assertEqual(self.listenedMode("unix:{path}"), 0o660)
+
+    def test_explicitModeKept(self) -> None:
+        """
+        C{mode=} given in the description is used as given.
+        """
+        self.assertEqual(self.listenedMode("unix:{path}:mode=600"), 0o600)
+        self.assertEqual(self.listenedMode("unix:{path}:mode=666"), 0o666)

@@ -63,6 +63,7 @@ from tcpcomm.certificates import (
 )
 from tcpcomm.client import ConnectionFailed, exchange
 from tcpcomm.connection import ConnectionFactory
+from tcpcomm.endpoints import TLS_INSTALL_HINT
 from tcpcomm.line import LineFactory
 from tcpcomm.lineclient import LineClient
 from tcpcomm.testing import startServer
@@ -595,7 +596,7 @@ class CertificateTests(SynchronousTestCase):
             check=False,
         )
         self.assertEqual(completed.returncode, 0, completed.stderr)
-        self.assertIn(b"pip install 'tcpcomm[tls]'", completed.stdout)
+        self.assertIn(TLS_INSTALL_HINT.encode(), completed.stdout)
 
 
 class TLSServerTests(TestCase):
