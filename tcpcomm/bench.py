@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 __all__ = [
+    "INTERRUPTED",
     "MODES",
     "BenchConfig",
     "BenchError",
@@ -73,6 +74,12 @@ __all__ = [
 ]
 
 MODES = ("pingpong", "lines", "stream")
+
+INTERRUPTED = 130
+"""
+The exit status of a command stopped by Ctrl-C (SIGINT), as shells report
+one killed by it: 128 plus the signal's number.
+"""
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -1550,12 +1557,13 @@ def runCommand(
     result: BenchResult | None = None
     problem: str | None = None
     errors = 0
+    status = 1
     try:
         result = runBench(config, line)
     except BenchError as e:
         problem, errors = str(e), e.errors
     except KeyboardInterrupt:
-        problem, errors = "interrupted", 1
+        problem, errors, status = "interrupted", 1, INTERRUPTED
     except OSError as e:
         problem, errors = _describeError(e, config.endpoint), 1
     if line is not None:
@@ -1573,5 +1581,5 @@ def runCommand(
     if problem is not None:
         err.write(f"{prog}: error: {problem}\n")
         err.flush()
-        return 1
+        return status
     return 0

@@ -780,8 +780,8 @@ class PlainServerTests(SynchronousTestCase):
 
 class BadCommandLineTests(SynchronousTestCase):
     """
-    A bad command line ends the command with a readable message and no
-    traceback: status 2 for what argparse rejects, 1 for a bad endpoint.
+    A bad command line, a malformed ENDPOINT included, ends the command
+    with the usage and a readable error line, no traceback, status 2.
     """
 
     def test_noArguments(self) -> None:
@@ -824,12 +824,36 @@ class BadCommandLineTests(SynchronousTestCase):
 
     def test_unknownEndpointType(self) -> None:
         """
-        An endpoint of an unknown type: status 1, one error line naming it,
-        before any connection is tried.
+        An endpoint of an unknown type: status 2, the usage and one error
+        line naming it, before any connection is tried.
         """
         result = runCliBlocking(["connect", "bogus:thing"])
-        assertOneError(self, result, "bogus:thing")
-        self.assertEqual(result.stdout, b"")
+        assertUsageError(self, result, "'bogus:thing'", "Unknown endpoint type")
+
+    def test_malformedEndpoints(self) -> None:
+        """
+        Each malformed ENDPOINT, of C{send} and C{connect}, is a bad command
+        line: status 2 and an error line that names it and says what is
+        wrong (no port, a port out of range, a missing trust directory, an
+        unknown parameter), not a connection failure nor Python's text.
+        """
+        cases = [
+            ("localhost", "no port given"),
+            ("foo:bar", "Unknown endpoint type: 'foo'"),
+            ("localhost:99999", "port 99999 is not within 1-65535"),
+            ("127.0.0.1:0", "port 0 is not within 1-65535"),
+            ("[::1]:65536", "port 65536 is not within 1-65535"),
+            ("tcp:host=127.0.0.1:port=99999", "port 99999 is not within 1-65535"),
+            ("tcp:host=127.0.0.1:port=x", "'x' is not a number"),
+            ("tls:localhost", "no port given"),
+            ("tls:localhost:1:foo=bar", "unknown parameter 'foo'"),
+            ("tls:localhost:1:trustRoots=nodir", "nodir: no such file or directory"),
+        ]
+        for endpoint, reason in cases:
+            for command in (["send", endpoint, "x"], ["connect", endpoint]):
+                result = runCliBlocking(command)
+                assertUsageError(self, result, f"'{endpoint}'", reason)
+                self.assertNotIn(b"invalid literal", result.stderr)
 
 
 class HelpTests(SynchronousTestCase):
