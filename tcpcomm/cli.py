@@ -19,7 +19,7 @@ from typing import Any, NoReturn, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
@@ -515,7 +515,8 @@ async def _talk(reactor: Any, args: argparse.Namespace, data: bytes | None) -> i
     connecting.addTimeout(args.timeout, reactor)
     try:
         await connecting
-    except CancelledError:
+    except (CancelledError, ConnectingCancelledError):
+        # Interrupted (a timeout is a TimeoutError): nothing to report.
         raise
     except Exception:
         failure = Failure()
