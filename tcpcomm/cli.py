@@ -56,9 +56,14 @@ IPv6) or a Twisted client endpoint description such as
 tcp:host=127.0.0.1:port=8000, unix:path=/run/tcpcomm.sock or
 tls:example.com:8443.
 
+What the server sends goes to standard output as it arrives; when standard
+output is slow, the client stops reading the socket rather than buffering.
+
 Exit status: 0 when the server closed cleanly; 1 with one line on standard
-error when the connection was refused, reset or timed out; 2 for a bad
-command line.  (bench: 0 when every byte came back verified.)
+error when the connection was refused, reset or timed out, or the server
+closed without replying to what was sent; 2 for a bad command line, a
+malformed ENDPOINT or a port outside 1-65535 included; 130 when
+interrupted (Ctrl-C).  (bench: 0 when every byte came back verified.)
 """
 
 _BENCH_DESCRIPTION = """\
@@ -71,8 +76,9 @@ modes:
   pingpong  each connection keeps --pipeline lines in flight (default 1):
             whenever k lines come back, k more go out in one send
   lines     the same, 16 in flight by default
-  stream    each connection writes 64 KiB chunks and reads the echo, with
-            at most 256 KiB in flight (--pipeline lines, if given)
+  stream    each connection writes 64 KiB chunks (of --size-byte lines)
+            and reads the echo, with at most 256 KiB in flight (--pipeline
+            lines, if given); it reports MB/s, not lines per second
 
 It reports lines (messages) per second, MB/s each way, line latency p50,
 p90 and p99 (from the send that finished a line to the end of its echo),
@@ -86,7 +92,8 @@ TLS is not supported.
 Exit status: 0 when every byte sent came back verified; 1 with one line on
 standard error when a connection was refused, reset or closed early, the
 echo differed (the line names the connection and offset), or the server
-stopped answering; 2 for a bad command line.
+stopped answering; 2 for a bad command line (a malformed or TLS ENDPOINT
+included); 130 when interrupted (Ctrl-C).
 """
 
 
@@ -243,6 +250,10 @@ def benchConfig(args: argparse.Namespace) -> bench.BenchConfig:
     The L{bench.BenchConfig} that C{tcpcomm bench}'s C{args} ask for;
     combinations argparse cannot check end it as argparse does (status 2).
     """
+    try:
+        bench.parseEndpoint(args.endpoint)
+    except bench.BenchError as e:
+        args.commandParser.error(str(e))
     if args.processes > args.connections:
         args.commandParser.error(
             f"argument --processes: {args.processes} processes for"

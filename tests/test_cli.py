@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ProcessExitedAlready
@@ -629,8 +630,9 @@ async def listenTLS(
     listening = await endpoint.listen(factory)
     testCase.addCleanup(lambda: factory.shutDown(5))
     testCase.addCleanup(listening.stopListening)
-    port: int = listening.getHost().port
-    return port
+    host = listening.getHost()
+    assert isinstance(host, IPv4Address | IPv6Address)
+    return host.port
 
 
 STREAMED = 128 * MiB
@@ -1043,7 +1045,7 @@ class StreamingTests(SynchronousTestCase):
         length = 0
         deadline = time.monotonic() + CLI_TIMEOUT
         while length < STREAMED and time.monotonic() < deadline:
-            chunk = process.stdout.read1(MiB)
+            chunk = os.read(process.stdout.fileno(), MiB)
             if not chunk:
                 break
             received.update(chunk)

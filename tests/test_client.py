@@ -7,10 +7,11 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -280,3 +281,15 @@ class ExchangeTests(TestCase):
             await exchange(reactor, where, b"x", timeout=5)
         self.assertEqual(str(caught.exception), f"connection reset by {where}")
         self.assertIn(caught.exception.received, (b"", b"partial"))
+
+    async def test_cancel(self) -> None:
+        """
+        Cancelling an exchange closes its connection and fails it with
+        C{CancelledError}, not as a connection failure.
+        """
+        server = startServer(self, LineFactory(lambda line: Deferred()))
+        exchanging = exchange(reactor, server.endpoint(), b"x\n", timeout=10)
+        await deferLater(reactor, 0.2)
+        exchanging.cancel()
+        with self.assertRaises(CancelledError):
+            await exchanging
