@@ -595,7 +595,29 @@ def _main(argv: Sequence[str] | None) -> NoReturn:
         if code:
             raise SystemExit(code)
 
-    react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    stdinFlags = _flags(0)
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    finally:
+        # Twisted leaves standard input non-blocking, which would break the
+        # next reader of a shared pipe or terminal: put it back.
+        if stdinFlags is not None and _flags(0) != stdinFlags:
+            _flags(0, stdinFlags)
+
+
+def _flags(descriptor: int, flags: int | None = None) -> int | None:
+    """
+    Get (or set to C{flags}) the file status flags of C{descriptor}; C{None}
+    if it is not open or the system has no C{fcntl}.
+    """
+    try:
+        import fcntl
+
+        if flags is None:
+            return fcntl.fcntl(descriptor, fcntl.F_GETFL)
+        return fcntl.fcntl(descriptor, fcntl.F_SETFL, flags)
+    except (ImportError, OSError):
+        return None
 
 
 _SIGNALS: dict[int, tuple[int, str]] = {

@@ -1076,6 +1076,37 @@ class StreamingTests(SynchronousTestCase):
         self.streamTo(["connect", "--timeout", "20", "{}"])
 
 
+class StandardInputTests(SynchronousTestCase):
+    """
+    What C{connect} leaves behind on its standard input.
+    """
+
+    def test_stdinLeftBlocking(self) -> None:
+        """
+        After C{connect}, its standard input (a pipe shared with whoever
+        reads it next, or a terminal) is blocking again, as it was.
+        """
+        import fcntl
+
+        port = startPlainServer(self, answerAfterEndOfInput)
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        os.write(writeEnd, b"hello\n")
+        os.close(writeEnd)
+        completed = subprocess.run(
+            [*moduleCommand(), "connect", f"127.0.0.1:{port}"],
+            stdin=readEnd,
+            capture_output=True,
+            cwd=SOURCE_ROOT,
+            env=cliEnvironment(),
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr)
+        self.assertEqual(completed.stdout, b"got 6 bytes\n")
+        self.assertFalse(fcntl.fcntl(readEnd, fcntl.F_GETFL) & os.O_NONBLOCK)
+
+
 class PlainServerTests(SynchronousTestCase):
     """
     The command against servers that are not tcpcomm's: plain blocking
