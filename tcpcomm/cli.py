@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.error import ConnectingCancelledError, ConnectionDone
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
@@ -526,10 +526,12 @@ async def _talk(reactor: Any, args: argparse.Namespace, data: bytes | None) -> i
     connecting.addTimeout(args.timeout, reactor)
     try:
         await connecting
-    except (CancelledError, ConnectingCancelledError):
-        # Interrupted (a timeout is a TimeoutError): nothing to report.
-        raise
     except Exception:
+        stopped = getattr(args, "stopped", None)
+        if stopped is not None and stopped.called:
+            # Interrupted: nothing to report.  (Cancelled while resolving
+            # the name, HostnameEndpoint fails with DNSLookupError.)
+            raise
         failure = Failure()
         return _problem(
             str(describeFailure(failure, args.endpoint, args.timeout, False))
@@ -573,7 +575,9 @@ def _main(argv: Sequence[str] | None) -> NoReturn:
         args.commandParser.error(str(e))
     from twisted.internet.task import react
 
+    # Fires with the exit status when a signal stops the command.
     stopped: Deferred[int] = Deferred()
+    args.stopped = stopped
 
     def stop(code: int, message: str) -> None:
         if not stopped.called:
