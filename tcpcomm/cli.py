@@ -561,6 +561,7 @@ def _main(argv: Sequence[str] | None) -> NoReturn:
         # The load generator is plain sockets: no reactor.
         config = benchConfig(args)
         sys.exit(bench.runCommand(config, asJSON=args.json, quiet=args.quiet))
+    _openStandardDescriptors()
     try:
         checkTLSAvailable(args.endpoint)
     except ValueError as e:
@@ -607,6 +608,20 @@ def _main(argv: Sequence[str] | None) -> NoReturn:
         # next reader of a shared pipe or terminal: put it back.
         if stdinFlags is not None and _flags(0) != stdinFlags:
             _flags(0, stdinFlags)
+
+
+def _openStandardDescriptors() -> None:
+    """
+    Open C{/dev/null} in place of standard input, output or error if one is
+    closed (C{<&-}, C{>&-}), as if redirected there, so that no descriptor
+    the command opens takes its number.
+    """
+    for descriptor in (0, 1, 2):
+        if _flags(descriptor) is None:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != descriptor:
+                os.dup2(opened, descriptor)
+                os.close(opened)
 
 
 def _flags(descriptor: int, flags: int | None = None) -> int | None:

@@ -1076,10 +1076,36 @@ class StreamingTests(SynchronousTestCase):
         self.streamTo(["connect", "--timeout", "20", "{}"])
 
 
-class StandardInputTests(SynchronousTestCase):
+class StandardDescriptorTests(SynchronousTestCase):
     """
-    What C{connect} leaves behind on its standard input.
+    The command with standard input or output closed, and what it leaves
+    behind on them.
     """
+
+    def test_closedStandardDescriptors(self) -> None:
+        """
+        With standard output closed (C{>&-}), C{send} talks to the server
+        and exits 0 as if output went to C{/dev/null}; so does C{connect}
+        with standard input closed (C{<&-}), as if it were empty.  Neither
+        hangs nor prints a traceback.
+        """
+        for args, redirect, expected in (
+            (["send", "{}", "hello"], ">&-", b""),
+            (["connect", "{}"], "<&-", b"got 0 bytes\n"),
+        ):
+            port = startPlainServer(self, answerAfterEndOfInput)
+            argv = [a.format(f"127.0.0.1:{port}") for a in args]
+            completed = subprocess.run(
+                ["sh", "-c", f'exec "$@" {redirect}', "sh", *moduleCommand(), *argv],
+                capture_output=True,
+                cwd=SOURCE_ROOT,
+                env=cliEnvironment(),
+                timeout=CLI_TIMEOUT,
+                check=False,
+            )
+            self.assertEqual(completed.returncode, 0, completed.stderr)
+            self.assertEqual(completed.stderr, b"")
+            self.assertEqual(completed.stdout, expected)
 
     def test_stdinLeftBlocking(self) -> None:
         """
