@@ -11,7 +11,8 @@ byte-echo servers (RFC 862) and line-echo servers alike.  Modes:
     1); whenever k lines have come back, k more go out in one send.
   - C{lines}: the same mechanics, 16 in flight by default.
   - C{stream}: each connection writes large chunks (64 KiB) and reads the
-    echo, with at most a window (256 KiB) in flight.
+    echo, with at most a window (256 KiB) in flight; it reports MB/s, not
+    lines/s.
 
 What each connection sends is a cyclic block of distinct lines (L{makePattern})
 that all connections share, each starting at its own line.  A line's latency
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 __all__ = [
+    "INTERRUPTED",
     "MODES",
     "BenchConfig",
     "BenchError",
@@ -69,10 +71,17 @@ __all__ = [
     "runCommand",
     "splitConnections",
     "startOffset",
+    "streamWrite",
     "workerMain",
 ]
 
 MODES = ("pingpong", "lines", "stream")
+
+INTERRUPTED = 130
+"""
+The exit status of a command stopped by Ctrl-C (SIGINT), as shells report
+one killed by it: 128 plus the signal's number.
+"""
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -1454,19 +1463,51 @@ def _formatLatency(microseconds: float, unit: str) -> str:
     return f"{microseconds:.1f} {unit}"
 
 
+def _formatBytes(count: int) -> str:
+    """
+    C{count} bytes as people write them: C{64 KiB}, C{1 MiB}, C{100 bytes}.
+    """
+    for name, unit in (("MiB", MiB), ("KiB", KiB)):
+        if count >= unit and count % unit == 0:
+            return f"{count // unit} {name}"
+    return f"{count:,} bytes"
+
+
+def streamWrite(config: BenchConfig) -> int:
+    """
+    C{stream} mode: the bytes a connection writes at once, once running
+    (L{STREAM_WRITE}, or a quarter of the window if less, in whole lines).
+    """
+    return minimumSend(config.mode, config.size, config.window) * config.size
+
+
 def _summary(config: BenchConfig, result: BenchResult, unit: str) -> str:
     processes = f"{config.processes} process" + ("es" if config.processes > 1 else "")
-    flight = f"{config.window} in flight each"
     p50, p90, p99 = (_formatLatency(v, unit) for v in result.latency)
+    if config.mode == "stream":
+        # A stream of lines, written in large chunks: what it measures is
+        # bytes per second; lines per second would only restate it.
+        load = (
+            f"{_formatBytes(streamWrite(config))} writes of {config.size}-byte"
+            f" lines, {_formatBytes(config.window * config.size)} in flight each"
+        )
+        counts = (
+            f"  traffic    {result.bytesPerSecond / 1e6:,.1f} MB/s each way"
+            f" ({result.messages * config.size / 1e6:,.1f} MB echoed)\n"
+        )
+    else:
+        load = f"{config.size}-byte lines, {config.window} in flight each"
+        counts = (
+            f"  messages   {result.messagesPerSecond:,.0f}/s"
+            f" ({result.messages:,} in all)\n"
+            f"  traffic    {result.bytesPerSecond / 1e6:,.1f} MB/s each way\n"
+        )
     return (
         f"tcpcomm bench {config.mode} to {config.endpoint}:"
-        f" {config.connections} connections, {config.size}-byte lines,"
-        f" {flight}, {processes}\n"
+        f" {config.connections} connections, {load}, {processes}\n"
         f"  measured   {result.seconds:.2f} s after {config.warmup:g} s of"
         " warm-up; every byte echoed and verified\n"
-        f"  messages   {result.messagesPerSecond:,.0f}/s"
-        f" ({result.messages:,} in all)\n"
-        f"  traffic    {result.bytesPerSecond / 1e6:,.1f} MB/s each way\n"
+        f"{counts}"
         f"  latency    p50 {p50}, p90 {p90}, p99 {p99}\n"
         f"  generator  {result.cpuPercent:.0f}% of one core (user+sys),"
         f" {processes}\n"
@@ -1479,12 +1520,16 @@ def _jsonReport(
     if result is None:
         result = BenchResult(0, 0.0, 0.0, 0.0, (0.0, 0.0, 0.0), 0.0)
     p50, p90, p99 = result.latency
+    stream = config.mode == "stream"
     return {
         "mode": config.mode,
         "endpoint": config.endpoint,
         "connections": config.connections,
         "size": config.size,
         "pipeline": config.window,
+        "in_flight_bytes": config.window * config.size,
+        "write_bytes": streamWrite(config) if stream else None,
+        "metric": "bytes_per_s" if stream else "messages_per_s",
         "duration": round(result.seconds, 6),
         "processes": config.processes,
         "messages": result.messages,
@@ -1506,16 +1551,17 @@ class _ProgressLine:
     The live progress line on a terminal's standard error.
     """
 
-    def __init__(self, stream: IO[str], duration: float) -> None:
+    def __init__(self, stream: IO[str], duration: float, lines: bool = True) -> None:
         self.stream = stream
         self.duration = duration
+        self.lines = lines
         self.shown = False
 
     def __call__(self, progress: Progress) -> None:
         length = f"/{self.duration:g}" if progress.phase == "measuring" else ""
+        rate = f" {progress.messagesPerSecond:,.0f} lines/s," if self.lines else ""
         self.stream.write(
-            f"\r\x1b[K{progress.phase} {progress.elapsed:.1f}{length} s:"
-            f" {progress.messagesPerSecond:,.0f} lines/s,"
+            f"\r\x1b[K{progress.phase} {progress.elapsed:.1f}{length} s:{rate}"
             f" {progress.bytesPerSecond / 1e6:,.1f} MB/s each way"
         )
         self.stream.flush()
@@ -1546,16 +1592,17 @@ def runCommand(
     err = sys.stderr if stderr is None else stderr
     line: _ProgressLine | None = None
     if not quiet and err.isatty():
-        line = _ProgressLine(err, config.duration)
+        line = _ProgressLine(err, config.duration, config.mode != "stream")
     result: BenchResult | None = None
     problem: str | None = None
     errors = 0
+    status = 1
     try:
         result = runBench(config, line)
     except BenchError as e:
         problem, errors = str(e), e.errors
     except KeyboardInterrupt:
-        problem, errors = "interrupted", 1
+        problem, errors, status = "interrupted", 1, INTERRUPTED
     except OSError as e:
         problem, errors = _describeError(e, config.endpoint), 1
     if line is not None:
@@ -1573,5 +1620,5 @@ def runCommand(
     if problem is not None:
         err.write(f"{prog}: error: {problem}\n")
         err.flush()
-        return 1
+        return status
     return 0

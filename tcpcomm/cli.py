@@ -11,9 +11,11 @@ half-closes properly.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
@@ -22,6 +24,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
+    IReactorFromThreads,
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -31,16 +34,17 @@ from tcpcomm import bench
 from tcpcomm._version import __version__
 from tcpcomm.client import (
     DEFAULT_TIMEOUT,
-    ConnectionFailed,
     clientEndpoint,
     describeFailure,
-    exchange,
     halfClose,
     isTLS,
 )
 from tcpcomm.connection import IFlowControlledTransport
+from tcpcomm.endpoints import checkTLSAvailable
 
 PROG = "tcpcomm"
+
+INTERRUPTED = bench.INTERRUPTED
 
 _DESCRIPTION = """\
 A TCP client that says "I am done sending" the proper way (a half-close,
@@ -52,9 +56,14 @@ IPv6) or a Twisted client endpoint description such as
 tcp:host=127.0.0.1:port=8000, unix:path=/run/tcpcomm.sock or
 tls:example.com:8443.
 
+What the server sends goes to standard output as it arrives; when standard
+output is slow, the client stops reading the socket rather than buffering.
+
 Exit status: 0 when the server closed cleanly; 1 with one line on standard
-error when the connection was refused, reset or timed out; 2 for a bad
-command line.  (bench: 0 when every byte came back verified.)
+error when the connection was refused, reset or timed out, or the server
+closed without replying to what was sent; 2 for a bad command line, a
+malformed ENDPOINT or a port outside 1-65535 included; 130 when
+interrupted (Ctrl-C).  (bench: 0 when every byte came back verified.)
 """
 
 _BENCH_DESCRIPTION = """\
@@ -67,8 +76,9 @@ modes:
   pingpong  each connection keeps --pipeline lines in flight (default 1):
             whenever k lines come back, k more go out in one send
   lines     the same, 16 in flight by default
-  stream    each connection writes 64 KiB chunks and reads the echo, with
-            at most 256 KiB in flight (--pipeline lines, if given)
+  stream    each connection writes 64 KiB chunks (of --size-byte lines)
+            and reads the echo, with at most 256 KiB in flight (--pipeline
+            lines, if given); it reports MB/s, not lines per second
 
 It reports lines (messages) per second, MB/s each way, line latency p50,
 p90 and p99 (from the send that finished a line to the end of its echo),
@@ -82,7 +92,8 @@ TLS is not supported.
 Exit status: 0 when every byte sent came back verified; 1 with one line on
 standard error when a connection was refused, reset or closed early, the
 echo differed (the line names the connection and offset), or the server
-stopped answering; 2 for a bad command line.
+stopped answering; 2 for a bad command line (a malformed or TLS ENDPOINT
+included); 130 when interrupted (Ctrl-C).
 """
 
 
@@ -162,7 +173,7 @@ def buildParser() -> argparse.ArgumentParser:
         " after standard input ended. --crlf turns each LF of standard input"
         " into CRLF.",
     )
-    connect.set_defaults(run=runConnect)
+    connect.set_defaults(run=runConnect, commandParser=connect)
 
     send = commands.add_parser(
         "send",
@@ -172,7 +183,7 @@ def buildParser() -> argparse.ArgumentParser:
         " server sends until it closes. --timeout bounds the whole exchange.",
     )
     send.add_argument("text", metavar="TEXT", nargs="+", help="a line to send")
-    send.set_defaults(run=runSend)
+    send.set_defaults(run=runSend, commandParser=send)
 
     load = commands.add_parser(
         "bench",
@@ -239,6 +250,10 @@ def benchConfig(args: argparse.Namespace) -> bench.BenchConfig:
     The L{bench.BenchConfig} that C{tcpcomm bench}'s C{args} ask for;
     combinations argparse cannot check end it as argparse does (status 2).
     """
+    try:
+        bench.parseEndpoint(args.endpoint)
+    except bench.BenchError as e:
+        args.commandParser.error(str(e))
     if args.processes > args.connections:
         args.commandParser.error(
             f"argument --processes: {args.processes} processes for"
@@ -270,20 +285,12 @@ def _problem(message: str) -> int:
 
 async def runSend(reactor: Any, args: argparse.Namespace) -> int:
     """
-    C{tcpcomm send}: one exchange of lines.
+    C{tcpcomm send}: send the lines, half-close, and copy the reply to
+    standard output as it arrives.
     """
     delimiter = "\r\n" if args.crlf else "\n"
     data = "".join(text + delimiter for text in args.text).encode("utf-8")
-    out = sys.stdout.buffer
-    try:
-        reply = await exchange(reactor, args.endpoint, data, args.timeout)
-    except ConnectionFailed as e:
-        out.write(e.received)
-        out.flush()
-        return _problem(str(e))
-    out.write(reply)
-    out.flush()
-    return 0
+    return await _talk(reactor, args, data)
 
 
 class _CrlfTranslator:
@@ -307,27 +314,51 @@ class _CrlfTranslator:
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
 class _Upstream(Protocol):
     """
-    The TCP side of C{tcpcomm connect}: what the server sends goes to stdout.
+    The TCP side of C{tcpcomm connect} and C{send}: what the server sends
+    goes to stdout as it arrives.  C{connect} sends standard input; C{send}
+    sends fixed bytes and reads nothing from standard input.
     """
 
     transport: IFlowControlledTransport
 
-    def __init__(self, reactor: Any, where: str, timeout: float, crlf: bool) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        where: str,
+        timeout: float,
+        crlf: bool,
+        data: bytes | None = None,
+    ) -> None:
         self.reactor = reactor
         self.where = where
         self.timeout = timeout
-        self.translate = _CrlfTranslator() if crlf else None
-        self.done: Deferred[int] = Deferred()
+        self.translate = _CrlfTranslator() if crlf and data is None else None
+        self.data = data
+        self.done: Deferred[int] = Deferred(self._cancelled)
         self.stdio: Any = None
         self.stdioProtocol = _Stdio(self)
         self.serverFinished = False
         self._silence: IDelayedCall | None = None
+        self._deadline: IDelayedCall | None = None
         self._code: int | None = None
+        self._sent = 0
+        self._received = 0
+        self._lost = False
 
     def connectionMade(self) -> None:
         from twisted.internet.stdio import StandardIO
 
-        self.stdio = StandardIO(self.stdioProtocol, reactor=self.reactor)
+        stdin = 0
+        if self.data is not None:
+            # send: standard input stays the user's; an empty pipe stands
+            # in for it, so the lines go out and the half-close follows.
+            stdin, writeEnd = os.pipe()
+            os.close(writeEnd)
+            self.fromStdin(self.data)
+        # (The POSIX StandardIO takes stdin=; mypy sees the Windows one.)
+        self.stdio = cast(Any, StandardIO)(
+            self.stdioProtocol, stdin=stdin, reactor=self.reactor
+        )
         # Flow control both ways: a full socket buffer pauses reading stdin,
         # a full stdout pauses reading the socket.
         self.transport.registerProducer(self.stdio, True)
@@ -341,20 +372,33 @@ class _Upstream(Protocol):
         TLS is up: a half-close that waited for it can go out now.
         """
         self._handshakeDone = True
-        if self._stdinEnded:
+        if self._stdinEnded and not self._lost:
             halfClose(self.transport)
 
     def fromStdin(self, data: bytes) -> None:
         if self.translate is not None:
             data = self.translate(data)
+        self._sent += len(data)
         self.transport.write(data)
 
     def stdinEnded(self) -> None:
+        if self._lost:
+            # The connection went first (at the reactor's shutdown, the
+            # order of the two is arbitrary): nothing left to half-close.
+            return
         self.transport.unregisterProducer()
         self._stdinEnded = True
         if self._handshakeDone or not isTLS(self.transport):
             halfClose(self.transport)
-        self._restartSilenceTimer()
+        if self.data is None:
+            self._restartSilenceTimer()
+
+    def startDeadline(self, seconds: float) -> None:
+        """
+        End with "timed out" unless the server has closed in C{seconds}.
+        """
+        if not self._lost:
+            self._deadline = self.reactor.callLater(seconds, self._silent)
 
     def outputGone(self) -> None:
         """
@@ -365,6 +409,7 @@ class _Upstream(Protocol):
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        self._received += len(data)
         self.stdio.write(data)
         if self._silence is not None:
             self._restartSilenceTimer()
@@ -375,9 +420,19 @@ class _Upstream(Protocol):
         self._silence = self.reactor.callLater(self.timeout, self._silent)
 
     def _silent(self) -> None:
-        self._silence = None
+        self._silence = self._deadline = None
         self._decide(1, f"timed out after {self.timeout:g} s waiting for {self.where}")
         self.transport.abortConnection()
+
+    def _cancelled(self, done: Deferred[int]) -> None:
+        """
+        The command was interrupted: end without blaming the server, and
+        close the connection (the reactor's shutdown closes the socket).
+        """
+        self._decide(INTERRUPTED)
+        if not self._lost:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
 
     def readConnectionLost(self) -> None:
         self.serverFinished = True
@@ -387,12 +442,16 @@ class _Upstream(Protocol):
         pass
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._silence is not None and self._silence.active():
-            self._silence.cancel()
-        if self.serverFinished or reason.check(ConnectionDone):
-            self._decide(0)
-        else:
+        self._lost = True
+        for timer in (self._silence, self._deadline):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if not (self.serverFinished or reason.check(ConnectionDone)):
             self._decide(1, str(describeFailure(reason, self.where, None, True)))
+        elif self._sent and not self._received:
+            hint = "" if isTLS(self.transport) else " (a TLS port? use tls:HOST:PORT)"
+            self._decide(1, f"connection closed by {self.where} with no reply{hint}")
+        self._decide(0)
         self._finish(self._code or 0)
 
     def _decide(self, code: int, problem: str | None = None) -> None:
@@ -407,13 +466,17 @@ class _Upstream(Protocol):
             _problem(problem)
 
     def _finish(self, code: int) -> None:
+        def end(_: object = None) -> None:
+            if not self.done.called:
+                self.done.callback(code)
+
         stdio = self.stdio
-        if stdio is None or self.stdioProtocol.stdoutGone:
-            self.done.callback(code)
+        if stdio is None or self.stdioProtocol.stdoutGone or self.done.called:
+            end()
             return
         # Flush what is left for stdout, then end.
         stdio.unregisterProducer()
-        self.stdioProtocol.closed.addBoth(lambda _: self.done.callback(code))
+        self.stdioProtocol.closed.addBoth(end)
         stdio.loseConnection()
 
 
@@ -447,17 +510,35 @@ async def runConnect(reactor: Any, args: argparse.Namespace) -> int:
     """
     C{tcpcomm connect}: stdin to the server, the server to stdout.
     """
+    return await _talk(reactor, args, None)
+
+
+async def _talk(reactor: Any, args: argparse.Namespace, data: bytes | None) -> int:
+    """
+    Connect to C{args.endpoint} and copy what the server sends to standard
+    output, with flow control, until it closes; send C{data}, or standard
+    input if C{None}.
+    """
     endpoint = clientEndpoint(reactor, args.endpoint)
-    upstream = _Upstream(reactor, args.endpoint, args.timeout, args.crlf)
+    upstream = _Upstream(reactor, args.endpoint, args.timeout, args.crlf, data)
+    started = reactor.seconds()
     connecting = connectProtocol(endpoint, upstream)
     connecting.addTimeout(args.timeout, reactor)
     try:
         await connecting
     except Exception:
+        stopped = getattr(args, "stopped", None)
+        if stopped is not None and stopped.called:
+            # Interrupted: nothing to report.  (Cancelled while resolving
+            # the name, HostnameEndpoint fails with DNSLookupError.)
+            raise
         failure = Failure()
         return _problem(
             str(describeFailure(failure, args.endpoint, args.timeout, False))
         )
+    if data is not None:
+        # send: --timeout bounds the whole exchange.
+        upstream.startDeadline(max(0.0, args.timeout - (reactor.seconds() - started)))
     return await upstream.done
 
 
@@ -465,24 +546,128 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """
     Run the C{tcpcomm} command with C{argv} (default: C{sys.argv[1:]}).
     """
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before the command could handle it (while starting up).
+        _problem("interrupted")
+        sys.exit(INTERRUPTED)
+
+
+def _main(argv: Sequence[str] | None) -> NoReturn:
     parser = buildParser()
     args = parser.parse_args(argv)
     if args.command == "bench":
         # The load generator is plain sockets: no reactor.
         config = benchConfig(args)
         sys.exit(bench.runCommand(config, asJSON=args.json, quiet=args.quiet))
+    _openStandardDescriptors()
+    try:
+        checkTLSAvailable(args.endpoint)
+    except ValueError as e:
+        # Not a mistake on the command line: this installation lacks TLS.
+        sys.exit(_problem(str(e)))
+    from twisted.internet import reactor as globalReactor
+
     try:
         # Check the endpoint before starting the reactor.
-        from twisted.internet import reactor as globalReactor
-
         clientEndpoint(globalReactor, args.endpoint)
     except ValueError as e:
-        sys.exit(f"{PROG}: error: {e}")
+        args.commandParser.error(str(e))
     from twisted.internet.task import react
 
+    # Fires with the exit status when a signal stops the command.
+    stopped: Deferred[int] = Deferred()
+    args.stopped = stopped
+
+    def stop(code: int, message: str) -> None:
+        if not stopped.called:
+            _problem(message)
+            stopped.callback(code)
+
+    def onSignal(number: int, frame: object) -> None:
+        code, message = _SIGNALS[number]
+        cast(IReactorFromThreads, globalReactor).callFromThread(stop, code, message)
+
+    # Twisted leaves a SIGINT handler that is already there alone; its
+    # SIGTERM handler replaces ours once it runs, so ours goes in after.
+    signal.signal(signal.SIGINT, onSignal)
+    globalReactor.callWhenRunning(signal.signal, signal.SIGTERM, onSignal)
+
     async def run(reactor: Any) -> None:
-        code = await args.run(reactor, args)
+        command = Deferred.fromCoroutine(args.run(reactor, args))
+        code = await _first(command, stopped)
         if code:
             raise SystemExit(code)
 
-    react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    stdinFlags = _flags(0)
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    finally:
+        # Twisted leaves standard input non-blocking, which would break the
+        # next reader of a shared pipe or terminal: put it back.
+        if stdinFlags is not None and _flags(0) != stdinFlags:
+            _flags(0, stdinFlags)
+
+
+def _openStandardDescriptors() -> None:
+    """
+    Open C{/dev/null} in place of standard input, output or error if one is
+    closed (C{<&-}, C{>&-}), as if redirected there, so that no descriptor
+    the command opens takes its number.
+    """
+    for descriptor in (0, 1, 2):
+        if _flags(descriptor) is None:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != descriptor:
+                os.dup2(opened, descriptor)
+                os.close(opened)
+
+
+def _flags(descriptor: int, flags: int | None = None) -> int | None:
+    """
+    Get (or set to C{flags}) the file status flags of C{descriptor}; C{None}
+    if it is not open or the system has no C{fcntl}.
+    """
+    try:
+        import fcntl
+
+        if flags is None:
+            return fcntl.fcntl(descriptor, fcntl.F_GETFL)
+        return fcntl.fcntl(descriptor, fcntl.F_SETFL, flags)
+    except (ImportError, OSError):
+        return None
+
+
+_SIGNALS: dict[int, tuple[int, str]] = {
+    signal.SIGINT: (INTERRUPTED, "interrupted"),
+    signal.SIGTERM: (128 + signal.SIGTERM, "terminated"),
+}
+"""
+What the command says and its exit status when a signal stops it, as a
+shell reports it (128 plus the signal's number).
+"""
+
+
+def _first(command: Deferred[int], stopped: Deferred[int]) -> Deferred[int]:
+    """
+    The exit status of C{command}, or of C{stopped} if that fires first, in
+    which case C{command} is cancelled: it ends the connection quietly.
+    """
+    result: Deferred[int] = Deferred()
+
+    def settle(outcome: int | Failure) -> None:
+        if result.called:
+            return
+        if isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    def interrupted(code: int) -> None:
+        settle(code)
+        command.cancel()
+
+    command.addBoth(settle)
+    stopped.addCallback(interrupted)
+    return result

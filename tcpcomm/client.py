@@ -10,6 +10,7 @@ names the server: refused, name not found, timed out, reset.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -26,6 +27,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tcpcomm.certificates import escapeDescription
 from tcpcomm.endpoints import checkTLSAvailable
 
 __all__ = [
@@ -45,6 +47,7 @@ Seconds an exchange may take by default.
 
 _SHORTHAND = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]=]+)):(?P<port>\d+)$")
 _ENDPOINT_KINDS = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
+_USAGE = " (use HOST:PORT or a Twisted client endpoint description)"
 
 
 class ConnectionFailed(Exception):
@@ -62,25 +65,96 @@ class ConnectionFailed(Exception):
 def clientEndpoint(reactor: Any, text: str) -> IStreamClientEndpoint:
     """
     Turn C{HOST:PORT} (C{[::1]:8000} for IPv6) or any Twisted client endpoint
-    description (C{tcp:host=…:port=…}, C{unix:path=…}, C{tls:host:port})
-    into an endpoint.  Host names resolve to both IPv4 and IPv6 addresses
-    and each is tried (L{HostnameEndpoint}).
+    description (C{tcp:host=…:port=…}, C{unix:path=…}, C{tls:host:port},
+    C{tls:[::1]:port}) into an endpoint.  Host names resolve to both IPv4
+    and IPv6 addresses and each is tried (L{HostnameEndpoint}).
 
-    @raise ValueError: If C{text} is neither, with a readable message.
+    @raise ValueError: If C{text} is neither, or names a port outside
+        1-65535, with a readable message that names C{text}.
     """
     match = _SHORTHAND.match(text.strip())
     if match and (match["v6"] or match["host"].lower() not in _ENDPOINT_KINDS):
         host = match["v6"] or match["host"]
-        return HostnameEndpoint(reactor, host, int(match["port"]))
+        return HostnameEndpoint(reactor, host, _checkPort(match["port"], text))
+    if ":" not in text:
+        raise ValueError(f"bad endpoint {text!r}: no port given{_USAGE}")
     checkTLSAvailable(text)
     try:
-        endpoint: IStreamClientEndpoint = clientFromString(reactor, text)
+        endpoint: IStreamClientEndpoint = clientFromString(reactor, _bracketedTLS(text))
     except Exception as e:
-        raise ValueError(
-            f"bad endpoint {text!r}: {e or type(e).__name__}"
-            " (use HOST:PORT or a Twisted client endpoint description)"
-        ) from None
+        raise ValueError(f"bad endpoint {text!r}: {_parseProblem(e)}{_USAGE}") from None
+    port = _innermost(endpoint, "_port")
+    if isinstance(port, int):
+        _checkPort(str(port), text)
     return endpoint
+
+
+_BRACKETED_TLS = re.compile(
+    r"^(?P<kind>tls):\[(?P<host>[0-9A-Fa-f:.%]+)\]:(?P<port>\d+)(?P<rest>(?::.*)?)$",
+    re.IGNORECASE,
+)
+
+
+def _bracketedTLS(text: str) -> str:
+    """
+    Rewrite C{tls:[IPV6]:PORT…}, which Twisted's parser cannot read, into
+    the description it can: the address escaped for certificate checks, and
+    a C{tcp:} endpoint to that address (Twisted's C{tls:} parser would pass
+    the address through IDNA, which refuses colons).
+    """
+    match = _BRACKETED_TLS.match(text.strip())
+    if match is None or "endpoint=" in match["rest"]:
+        return text
+    host, port = match["host"], match["port"]
+    inner = f"tcp:host={escapeDescription(host)}:port={port}"
+    return (
+        f"tls:{escapeDescription(host)}:{port}{match['rest']}"
+        f":endpoint={escapeDescription(inner)}"
+    )
+
+
+_MISSING = re.compile(r"missing \d+ required positional argument: '(\w+)'")
+_UNKNOWN = re.compile(r"unexpected keyword argument '(\w+)'|present', \[(.*)\]")
+_NOT_NUMBER = re.compile(r"invalid literal for int\(\) with base 10: ('.*')")
+
+
+def _parseProblem(problem: BaseException) -> str:
+    """
+    Say why Twisted's endpoint parser refused a description, in words.
+    """
+    cause = problem.__cause__ or problem.__context__
+    for e in (problem, cause):
+        if isinstance(e, OSError) and e.errno is not None:
+            return f"{e.filename or 'a file'}: {os.strerror(e.errno).lower()}"
+    message = str(problem)
+    if found := _MISSING.search(message):
+        return f"no {found[1]} given"
+    if found := _UNKNOWN.search(message):
+        return f"unknown parameter {found[2] or repr(found[1])}"
+    if found := _NOT_NUMBER.search(message):
+        return f"{found[1]} is not a number"
+    return message or type(problem).__name__
+
+
+def _checkPort(port: str, text: str) -> int:
+    """
+    The port C{port} names, if it is one a client can connect to.
+
+    @raise ValueError: If it is not within 1-65535.
+    """
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad endpoint {text!r}: port {port} is not within 1-65535")
+    return int(port)
+
+
+def _innermost(endpoint: object, name: str) -> object:
+    """
+    The attribute C{name} of C{endpoint}, or of the endpoint it wraps (TLS).
+    """
+    inner = getattr(endpoint, "_wrappedEndpoint", None)
+    if inner is not None:
+        return _innermost(inner, name)
+    return getattr(endpoint, name, None)
 
 
 def describeEndpoint(endpoint: IStreamClientEndpoint | str) -> str:
@@ -89,14 +163,11 @@ def describeEndpoint(endpoint: IStreamClientEndpoint | str) -> str:
     """
     if isinstance(endpoint, str):
         return endpoint
-    inner = getattr(endpoint, "_wrappedEndpoint", None)
-    if inner is not None:
-        return describeEndpoint(inner)
-    host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
-    port = getattr(endpoint, "_port", None)
+    host = _innermost(endpoint, "_hostText") or _innermost(endpoint, "_host")
+    port = _innermost(endpoint, "_port")
     if isinstance(host, str) and isinstance(port, int):
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    path = getattr(endpoint, "_path", None)
+    path = _innermost(endpoint, "_path")
     if isinstance(path, str):
         return f"unix:{path}"
     return repr(endpoint)
@@ -185,6 +256,11 @@ def describeFailure(
         )
     elif failure.check("OpenSSL.SSL.Error"):
         message = f"TLS failed with {where}: {_sslReasons(failure.value)}"
+    elif isinstance(failure.value, error.ConnectError) and isinstance(
+        failure.value.osError, int
+    ):
+        reason = os.strerror(failure.value.osError).lower()
+        message = f"cannot connect to {where}: {reason}"
     else:
         message = f"{failure.getErrorMessage()} ({where})"
     return ConnectionFailed(message)
@@ -261,7 +337,8 @@ def exchange(
     @param timeout: Seconds the whole exchange may take.
     @return: A Deferred firing with every byte the server sent, or failing
         with L{ConnectionFailed} (refused, name not found, timed out, reset),
-        which carries what had arrived before the failure.
+        which carries what had arrived before the failure.  Cancelling it
+        closes the connection and fails it with C{CancelledError}.
     """
     where = describeEndpoint(endpoint)
     if isinstance(endpoint, str):
@@ -290,6 +367,9 @@ def exchange(
     def failed(failure: Failure) -> Failure:
         if not protocols:
             connecting.cancel()
+        if failure.check(defer.CancelledError):
+            # Cancelled by the caller: not a connection failure.
+            return failure
         problem = describeFailure(failure, where, timeout, bool(protocols))
         if protocols:
             problem.received = protocols[0].received()

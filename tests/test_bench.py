@@ -12,6 +12,7 @@ stopped at the test's clean-up.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import selectors
@@ -20,6 +21,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import gatherResults
@@ -33,6 +35,8 @@ from tcpcomm.bench import (
     MIN_PATTERN_BYTES,
     BenchConfig,
     BenchError,
+    BenchResult,
+    Progress,
     Target,
     WorkerResult,
     bucketMidpoint,
@@ -45,6 +49,7 @@ from tcpcomm.bench import (
     patternLines,
     percentile,
     runBench,
+    runCommand,
     splitConnections,
     startOffset,
 )
@@ -67,6 +72,9 @@ JSON_KEYS = {
     "connections",
     "size",
     "pipeline",
+    "in_flight_bytes",
+    "write_bytes",
+    "metric",
     "duration",
     "processes",
     "messages",
@@ -754,6 +762,113 @@ def parseReport(testCase: SynchronousTestCase, result: CliResult) -> dict[str, o
     return dict(report)
 
 
+class Terminal(io.StringIO):
+    """
+    Text written to what says it is a terminal.
+    """
+
+    def isatty(self) -> bool:
+        return True
+
+
+RESULT = BenchResult(
+    messages=4_000_000,
+    seconds=2.0,
+    messagesPerSecond=2_000_000.0,
+    bytesPerSecond=128_000_000.0,
+    latency=(100.0, 200.0, 300.0),
+    cpuPercent=50.0,
+)
+"""
+A result for the report tests: 2 s of 64-byte lines at 128 MB/s.
+"""
+
+
+class ReportTests(SynchronousTestCase):
+    """
+    What L{runCommand} reports for each mode, with the load itself replaced
+    by a fixed result.
+    """
+
+    def report(self, mode: str, asJSON: bool = False) -> tuple[str, str]:
+        """
+        Run C{tcpcomm bench} in C{mode} on a terminal with L{RESULT} and one
+        progress report.
+
+        @return: What went to standard output and to standard error.
+        """
+
+        def fakeBench(
+            config: BenchConfig, progress: Callable[[Progress], None] | None
+        ) -> BenchResult:
+            assert progress is not None
+            progress(Progress("measuring", 1.0, 2_000_000.0, 128_000_000.0))
+            return RESULT
+
+        self.patch(bench, "runBench", fakeBench)
+        out, err = io.StringIO(), Terminal()
+        config = BenchConfig("127.0.0.1:1", mode)
+        status = runCommand(config, asJSON=asJSON, stdout=out, stderr=err)
+        self.assertEqual(status, 0, err.getvalue())
+        return out.getvalue(), err.getvalue()
+
+    def test_streamReportsBytes(self) -> None:
+        """
+        C{stream} says what it sends (64 KiB writes of 64-byte lines, 256
+        KiB in flight) and reports MB/s, with no lines or messages per
+        second, in the summary and on the progress line.
+        """
+        out, err = self.report("stream")
+        self.assertIn("64 KiB writes of 64-byte lines, 256 KiB in flight each", out)
+        self.assertIn("traffic    128.0 MB/s each way (256.0 MB echoed)", out)
+        self.assertNotIn("messages", out)
+        self.assertNotIn("4096", out)
+        self.assertIn("128.0 MB/s each way", err)
+        self.assertNotIn("lines/s", err)
+
+    def test_streamJSON(self) -> None:
+        """
+        C{stream}'s JSON names its metric (C{bytes_per_s}), the write size
+        and the bytes in flight.
+        """
+        out, _ = self.report("stream", asJSON=True)
+        report = json.loads(out)
+        self.assertEqual(report["metric"], "bytes_per_s")
+        self.assertEqual(report["write_bytes"], 64 * 1024)
+        self.assertEqual(report["in_flight_bytes"], 256 * 1024)
+        self.assertEqual(report["bytes_per_s"], 128_000_000.0)
+
+    def test_linesReportMessages(self) -> None:
+        """
+        C{lines} reports lines in flight and messages per second, and its
+        JSON names C{messages_per_s} as its metric.
+        """
+        out, err = self.report("lines")
+        self.assertIn("64-byte lines, 16 in flight each", out)
+        self.assertIn("messages   2,000,000/s (4,000,000 in all)", out)
+        self.assertIn("2,000,000 lines/s", err)
+        report = json.loads(self.report("lines", asJSON=True)[0])
+        self.assertEqual(report["metric"], "messages_per_s")
+        self.assertEqual(report["in_flight_bytes"], 16 * 64)
+        self.assertIsNone(report["write_bytes"])
+
+    def test_interrupted(self) -> None:
+        """
+        Ctrl-C during the load: one line saying C{interrupted}, status 130
+        as shells report it.
+        """
+
+        def interrupted(config: BenchConfig, progress: object) -> BenchResult:
+            raise KeyboardInterrupt()
+
+        self.patch(bench, "runBench", interrupted)
+        out, err = io.StringIO(), io.StringIO()
+        status = runCommand(BenchConfig("127.0.0.1:1", "lines"), stdout=out, stderr=err)
+        self.assertEqual(status, 130)
+        self.assertEqual(err.getvalue(), "tcpcomm: error: interrupted\n")
+        self.assertEqual(out.getvalue(), "")
+
+
 class BenchCommandTests(TestCase):
     """
     C{tcpcomm bench} as users run it, against tcpcomm's servers.
@@ -845,11 +960,20 @@ class BenchCommandTests(TestCase):
 
     def test_tls(self) -> None:
         """
-        A TLS endpoint: status 1 and one error line saying TLS is not
-        supported.
+        A TLS endpoint: status 2, the usage and an error line saying TLS is
+        not supported.
         """
         result = runCliBlocking(["bench", "tls:localhost:1", "--mode", "lines"])
-        assertOneError(self, result, "TLS", "not supported")
+        assertUsageError(self, result, "TLS", "not supported")
+
+    def test_malformedEndpoint(self) -> None:
+        """
+        A malformed ENDPOINT or a port out of range is a bad command line:
+        status 2 and an error line naming it.
+        """
+        for endpoint in ("localhost", "localhost:99999"):
+            result = runCliBlocking(["bench", endpoint, "--mode", "lines"])
+            assertUsageError(self, result, repr(endpoint))
 
     def test_badArguments(self) -> None:
         """

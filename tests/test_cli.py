@@ -13,18 +13,24 @@ its PID when it runs past it or when its test ends first, and reaped.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -32,16 +38,19 @@ from twisted.internet.interfaces import (
     IProcessTransport,
     ITCPTransport,
 )
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from tcpcomm._version import __version__
+from tcpcomm.certificates import ServerFiles, makeCertificateAuthority, writeServerFiles
 from tcpcomm.cli import _CrlfTranslator
 from tcpcomm.echo import EchoFactory
 from tcpcomm.line import LineFactory
 from tcpcomm.testing import LoopbackServer, startServer
+from tcpcomm.tls import keepHalfClose
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 """
@@ -201,6 +210,13 @@ class CliProcess(ProcessProtocol):
         """
         assert self.transport is not None
         self.transport.closeStdin()
+
+    def signal(self, name: str) -> None:
+        """
+        Send the process the signal C{name} (C{"INT"} for Ctrl-C) by its PID.
+        """
+        assert self.transport is not None
+        self.transport.signalProcess(name)
 
     def closeStdout(self) -> None:
         """
@@ -547,6 +563,111 @@ def bannerThenClose(connection: socket.socket) -> None:
     connection.shutdown(socket.SHUT_WR)
 
 
+@implementer(IHalfCloseableProtocol)
+class EchoRecorder(Protocol):
+    """
+    A server that echoes and stays open after the client's half-close.
+    L{ended} fires with C{None} when the client sends a FIN, or with the
+    failure if the connection ends otherwise first.
+    """
+
+    transport: ITCPTransport
+
+    def __init__(self, ended: Deferred[Failure | None]) -> None:
+        self.ended = ended
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        if not self.ended.called:
+            self.ended.callback(None)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.ended.called:
+            self.ended.callback(reason)
+
+
+class EchoRecorderFactory(Factory):
+    """
+    Makes L{EchoRecorder}s; L{ended} holds their C{ended}, in order.
+    """
+
+    def __init__(self) -> None:
+        self.ended: list[Deferred[Failure | None]] = []
+
+    def buildProtocol(self, addr: object) -> EchoRecorder:
+        self.ended.append(Deferred())
+        return EchoRecorder(self.ended[-1])
+
+
+def tlsFiles(testCase: SynchronousTestCase) -> ServerFiles:
+    """
+    A new authority's server certificate for localhost, 127.0.0.1 and ::1,
+    in a directory removed at clean-up.
+    """
+    directory = tempfile.mkdtemp(prefix="tcpcomm-test-")
+    testCase.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    return writeServerFiles(directory, makeCertificateAuthority())
+
+
+async def listenTLS(
+    testCase: SynchronousTestCase, files: ServerFiles, interface: str = "127.0.0.1"
+) -> int:
+    """
+    Serve tcpcomm's line protocol over TLS on C{interface}, as C{twistd
+    tcpcomm --port ssl:…} does, until clean-up.
+
+    @return: The port.
+    """
+    endpoint = keepHalfClose(
+        serverFromString(reactor, files.serverDescription(0, interface))
+    )
+    factory = LineFactory()
+    listening = await endpoint.listen(factory)
+    testCase.addCleanup(lambda: factory.shutDown(5))
+    testCase.addCleanup(listening.stopListening)
+    host = listening.getHost()
+    assert isinstance(host, IPv4Address | IPv6Address)
+    return host.port
+
+
+STREAMED = 128 * MiB
+"""
+What the streaming tests send the command: far more than L{PEAK_MEMORY}.
+"""
+
+PEAK_MEMORY = 96 * MiB
+"""
+The most memory (peak resident set) the command may use while it copies
+L{STREAMED} bytes to a reader that pauses (about 50 MiB on CPython 3.11).
+"""
+
+
+def streamBlock(index: int) -> bytes:
+    """
+    The C{index}th MiB the streaming server sends: its number, then bytes
+    that repeat every 251, so a lost, repeated or reordered chunk changes
+    the digest.
+    """
+    body = bytes((index + i) % 251 for i in range(251)) * (MiB // 251 + 1)
+    return (index.to_bytes(8, "big") + body)[:MiB]
+
+
+def peakMemory(pid: int) -> int:
+    """
+    The peak resident set size of process C{pid} so far, in bytes.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
 # The tests.
 
 
@@ -735,6 +856,283 @@ class ConnectTests(TestCase):
         self.assertEqual(result.stderr, b"", result.describe())
 
 
+class InterruptTests(TestCase):
+    """
+    Ctrl-C (SIGINT) stops C{connect} and C{send} with one line saying
+    C{interrupted} and status 130, the way shells report it, and closes the
+    connection cleanly.
+    """
+
+    def assertInterrupted(self, result: CliResult, stdout: bytes) -> None:
+        """
+        Assert that the command said only that it was interrupted, exited
+        with status 130, and had written C{stdout}.
+        """
+        self.assertEqual(result.code, 130, result.describe())
+        self.assertEqual(result.stderr, b"tcpcomm: error: interrupted\n")
+        self.assertEqual(result.stdout, stdout, result.describe())
+
+    async def test_connect(self) -> None:
+        """
+        C{connect}, with standard input open and after its end (waiting for
+        a server that stays open): the interrupted line and 130 each time,
+        no "connection reset" and no traceback; the server sees a clean
+        close (a FIN), not a reset.
+        """
+        factory = EchoRecorderFactory()
+        server = startServer(self, factory)
+        for stdinOpen in (True, False, True, False):
+            process = startCli(self, ["connect", address(server)])
+            process.write(b"hello\n")
+            if not stdinOpen:
+                process.closeStdin()
+            await process.someOutput()
+            process.signal("INT")
+            self.assertInterrupted(await process.ended, b"hello\n")
+            if stdinOpen:
+                # A FIN, not a reset.
+                self.assertIsNone(await factory.ended[-1])
+
+    async def test_send(self) -> None:
+        """
+        C{send} waiting for a server that never closes: the reply so far,
+        the interrupted line and 130.
+        """
+        factory = EchoRecorderFactory()
+        server = startServer(self, factory)
+        process = startCli(self, ["send", address(server), "hello"])
+        process.closeStdin()
+        await process.someOutput()
+        process.signal("INT")
+        self.assertInterrupted(await process.ended, b"hello\n")
+
+    async def test_whileConnecting(self) -> None:
+        """
+        C{send} interrupted before the connection is up (a listener that
+        never accepts, its backlog full): interrupted and 130.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        # Fill the backlog so that the command's connection waits.
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            self.addCleanup(filler.close)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        process = startCli(self, ["send", f"127.0.0.1:{port}", "hello"])
+        process.closeStdin()
+        await deferLater(reactor, 1.0)
+        process.signal("INT")
+        self.assertInterrupted(await process.ended, b"")
+
+
+class ConnectionProblemTests(TestCase):
+    """
+    Connection failures end C{send} and C{connect} with status 1 and one
+    line that names the endpoint and gives the reason in words.
+    """
+
+    async def test_unixSocketMissing(self) -> None:
+        """
+        A UNIX socket that is not there: "cannot connect to …: no such
+        file or directory".
+        """
+        where = f"unix:path={tempfile.gettempdir()}/tcpcomm-no-such-dir/sock"
+        for args in (["send", where, "x"], ["connect", where]):
+            result = await runCli(self, args, b"x\n")
+            assertOneError(
+                self, result, f"cannot connect to {where}: no such file or directory"
+            )
+
+    async def test_plainClientToTLSPort(self) -> None:
+        """
+        Plain TCP to a TLS port: the server closes without a reply, and the
+        command says so and hints at C{tls:} (status 1), rather than
+        printing nothing and exiting 0.
+        """
+        port = await listenTLS(self, tlsFiles(self))
+        where = f"127.0.0.1:{port}"
+        for args in (["send", where, "hello"], ["connect", where]):
+            result = await runCli(self, args, b"hello\n")
+            assertOneError(
+                self,
+                result,
+                f"connection closed by {where} with no reply",
+                "use tls:HOST:PORT",
+            )
+            self.assertEqual(result.stdout, b"")
+
+    async def test_nothingSentNothingAnswered(self) -> None:
+        """
+        C{connect} with empty standard input to a server that closes
+        without a reply is no error: nothing was asked.
+        """
+        server = startServer(self, LineFactory())
+        result = await runCli(self, ["connect", address(server)], b"")
+        assertSucceeded(self, result, b"")
+
+    async def test_tlsIPv6Literal(self) -> None:
+        """
+        C{tls:[::1]:PORT} connects to ::1, checks the certificate for ::1
+        and exchanges lines.
+        """
+        if not hasIPv6Loopback():
+            raise SkipTest("this host has no IPv6 loopback")
+        files = tlsFiles(self)
+        port = await listenTLS(self, files, "::1")
+        trust = files.trustDirectory.replace("\\", "\\\\").replace(":", "\\:")
+        where = f"tls:[::1]:{port}:trustRoots={trust}"
+        result = await runCli(self, ["send", where, "one", "two"])
+        assertSucceeded(self, result, b"one\ntwo\n")
+
+
+class StreamingTests(SynchronousTestCase):
+    """
+    C{send} and C{connect} copy the reply to standard output as it arrives:
+    memory stays bounded however much the server sends, and when standard
+    output is slow they stop reading the socket instead of buffering.
+    """
+
+    def setUp(self) -> None:
+        if not os.path.exists("/proc/self/status"):
+            raise SkipTest("peak memory is read from /proc")
+
+    def streamTo(self, args: list[str]) -> None:
+        """
+        Run the command with C{args} (ENDPOINT appended where C{{}} is)
+        against a server that reads to the end of input, then streams
+        L{STREAMED} bytes; read its output only after a pause, and check
+        that it came whole and in order, the status is 0 and the peak
+        memory stayed under L{PEAK_MEMORY}.
+        """
+        sent = hashlib.sha256()
+        release = threading.Event()
+
+        def serve(connection: socket.socket) -> None:
+            readToEnd(connection)
+            for index in range(STREAMED // MiB):
+                block = streamBlock(index)
+                sent.update(block)
+                connection.sendall(block)
+            release.wait(IO_TIMEOUT)
+
+        port = startPlainServer(self, serve)
+        argv = [a.format(f"127.0.0.1:{port}") for a in args]
+        process = subprocess.Popen(
+            [*moduleCommand(), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=SOURCE_ROOT,
+            env=cliEnvironment(),
+        )
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=CLI_TIMEOUT)
+
+        self.addCleanup(stop)
+        assert process.stdout is not None
+        # Nobody reads standard output for a while: the command must stop
+        # reading the socket rather than take in the whole stream.
+        time.sleep(1.0)
+        whilePaused = peakMemory(process.pid)
+        received = hashlib.sha256()
+        length = 0
+        deadline = time.monotonic() + CLI_TIMEOUT
+        while length < STREAMED and time.monotonic() < deadline:
+            chunk = os.read(process.stdout.fileno(), MiB)
+            if not chunk:
+                break
+            received.update(chunk)
+            length += len(chunk)
+        peak = peakMemory(process.pid) if process.poll() is None else None
+        release.set()
+        rest, errors = process.communicate(timeout=CLI_TIMEOUT)
+        self.assertEqual(process.returncode, 0, errors)
+        self.assertEqual(errors, b"")
+        self.assertEqual(length + len(rest), STREAMED)
+        self.assertEqual(received.hexdigest(), sent.hexdigest(), "the bytes differ")
+        self.assertLess(whilePaused, PEAK_MEMORY, "memory grew while output waited")
+        self.assertIsNotNone(peak, "the command ended before the server closed")
+        assert peak is not None
+        self.assertLess(peak, PEAK_MEMORY, f"peak memory {peak / MiB:.0f} MiB")
+
+    def test_send(self) -> None:
+        """
+        C{send}: 128 MiB streamed by the server after the lines arrive.
+        """
+        self.streamTo(["send", "--timeout", "20", "{}", "go"])
+
+    def test_connect(self) -> None:
+        """
+        C{connect} with empty standard input: 128 MiB streamed after the
+        half-close.
+        """
+        self.streamTo(["connect", "--timeout", "20", "{}"])
+
+
+class StandardDescriptorTests(SynchronousTestCase):
+    """
+    The command with standard input or output closed, and what it leaves
+    behind on them.
+    """
+
+    def test_closedStandardDescriptors(self) -> None:
+        """
+        With standard output closed (C{>&-}), C{send} talks to the server
+        and exits 0 as if output went to C{/dev/null}; so does C{connect}
+        with standard input closed (C{<&-}), as if it were empty.  Neither
+        hangs nor prints a traceback.
+        """
+        for args, redirect, expected in (
+            (["send", "{}", "hello"], ">&-", b""),
+            (["connect", "{}"], "<&-", b"got 0 bytes\n"),
+        ):
+            port = startPlainServer(self, answerAfterEndOfInput)
+            argv = [a.format(f"127.0.0.1:{port}") for a in args]
+            completed = subprocess.run(
+                ["sh", "-c", f'exec "$@" {redirect}', "sh", *moduleCommand(), *argv],
+                capture_output=True,
+                cwd=SOURCE_ROOT,
+                env=cliEnvironment(),
+                timeout=CLI_TIMEOUT,
+                check=False,
+            )
+            self.assertEqual(completed.returncode, 0, completed.stderr)
+            self.assertEqual(completed.stderr, b"")
+            self.assertEqual(completed.stdout, expected)
+
+    def test_stdinLeftBlocking(self) -> None:
+        """
+        After C{connect}, its standard input (a pipe shared with whoever
+        reads it next, or a terminal) is blocking again, as it was.
+        """
+        import fcntl
+
+        port = startPlainServer(self, answerAfterEndOfInput)
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        os.write(writeEnd, b"hello\n")
+        os.close(writeEnd)
+        completed = subprocess.run(
+            [*moduleCommand(), "connect", f"127.0.0.1:{port}"],
+            stdin=readEnd,
+            capture_output=True,
+            cwd=SOURCE_ROOT,
+            env=cliEnvironment(),
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr)
+        self.assertEqual(completed.stdout, b"got 6 bytes\n")
+        self.assertFalse(fcntl.fcntl(readEnd, fcntl.F_GETFL) & os.O_NONBLOCK)
+
+
 class PlainServerTests(SynchronousTestCase):
     """
     The command against servers that are not tcpcomm's: plain blocking
@@ -780,8 +1178,8 @@ class PlainServerTests(SynchronousTestCase):
 
 class BadCommandLineTests(SynchronousTestCase):
     """
-    A bad command line ends the command with a readable message and no
-    traceback: status 2 for what argparse rejects, 1 for a bad endpoint.
+    A bad command line, a malformed ENDPOINT included, ends the command
+    with the usage and a readable error line, no traceback, status 2.
     """
 
     def test_noArguments(self) -> None:
@@ -824,12 +1222,32 @@ class BadCommandLineTests(SynchronousTestCase):
 
     def test_unknownEndpointType(self) -> None:
         """
-        An endpoint of an unknown type: status 1, one error line naming it,
-        before any connection is tried.
+        An endpoint of an unknown type: status 2, the usage and one error
+        line naming it, before any connection is tried.
         """
         result = runCliBlocking(["connect", "bogus:thing"])
-        assertOneError(self, result, "bogus:thing")
-        self.assertEqual(result.stdout, b"")
+        assertUsageError(self, result, "'bogus:thing'", "Unknown endpoint type")
+
+    def test_malformedEndpoints(self) -> None:
+        """
+        A malformed ENDPOINT (no port, a port out of range, a trust
+        directory that is not there), for C{send} and C{connect}: status 2
+        and an error line that names it and says what is wrong, before any
+        connection is tried.  (Every reason: C{test_client}.)
+        """
+        cases = [
+            (["send", "localhost", "x"], "'localhost'", "no port given"),
+            (["connect", "localhost:99999"], "'localhost:99999'", "not within 1-65535"),
+            (
+                ["send", "tls:localhost:1:trustRoots=nodir", "x"],
+                "trustRoots=nodir'",
+                "nodir: no such file or directory",
+            ),
+        ]
+        for args, endpoint, reason in cases:
+            result = runCliBlocking(args)
+            assertUsageError(self, result, endpoint, reason)
+            self.assertEqual(len(result.errorLines()), 2, result.describe())
 
 
 class HelpTests(SynchronousTestCase):

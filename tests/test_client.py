@@ -7,10 +7,11 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -125,6 +126,62 @@ class ClientEndpointTests(SynchronousTestCase):
             self.assertIn(repr(text), str(error))
             self.assertIn("HOST:PORT", str(error))
 
+    def test_malformedSaysWhy(self) -> None:
+        """
+        Each malformed description gives a C{ValueError} that names it and
+        says in words what is wrong, not Python's text for it.
+        """
+        cases = [
+            ("localhost", "no port given"),
+            ("foo:bar", "Unknown endpoint type: 'foo'"),
+            ("tls:localhost", "no port given"),
+            ("tls:localhost:x", "'x' is not a number"),
+            ("tcp:host=127.0.0.1:port=x", "'x' is not a number"),
+            ("tls:localhost:1:foo=bar", "unknown parameter 'foo'"),
+            ("tcp:host=localhost:port=1:foo=bar", "unknown parameter 'foo'"),
+            (
+                "tls:localhost:1:trustRoots=/no/dir",
+                "/no/dir: no such file or directory",
+            ),
+        ]
+        for text, reason in cases:
+            error = self.assertRaises(ValueError, clientEndpoint, reactor, text)
+            self.assertEqual(
+                str(error),
+                f"bad endpoint {text!r}: {reason}"
+                " (use HOST:PORT or a Twisted client endpoint description)",
+            )
+
+    def test_portOutOfRange(self) -> None:
+        """
+        A port outside 1-65535, in C{HOST:PORT} or a description, is
+        refused when the endpoint is read, not reported as a connection
+        failure later.
+        """
+        for text, port in [
+            ("localhost:99999", "99999"),
+            ("127.0.0.1:0", "0"),
+            ("[::1]:65536", "65536"),
+            ("tcp:host=127.0.0.1:port=99999", "99999"),
+            ("tls:localhost:70000", "70000"),
+            ("unix:/x:timeout=5", None),
+        ]:
+            if port is None:
+                clientEndpoint(reactor, text)
+                continue
+            error = self.assertRaises(ValueError, clientEndpoint, reactor, text)
+            self.assertEqual(
+                str(error), f"bad endpoint {text!r}: port {port} is not within 1-65535"
+            )
+
+    def test_tlsBracketedIPv6(self) -> None:
+        """
+        C{tls:[::1]:PORT} is read as TLS to ::1 (Twisted's parser alone
+        fails on it); C{test_cli} connects with it.
+        """
+        endpoint = clientEndpoint(reactor, "tls:[::1]:8443:trustRoots=/")
+        self.assertEqual(describeEndpoint(endpoint), "[::1]:8443")
+
     def test_describeEndpoint(self) -> None:
         """
         Endpoints are named as people type them, IPv6 hosts in brackets.
@@ -224,3 +281,15 @@ class ExchangeTests(TestCase):
             await exchange(reactor, where, b"x", timeout=5)
         self.assertEqual(str(caught.exception), f"connection reset by {where}")
         self.assertIn(caught.exception.received, (b"", b"partial"))
+
+    async def test_cancel(self) -> None:
+        """
+        Cancelling an exchange closes its connection and fails it with
+        C{CancelledError}, not as a connection failure.
+        """
+        server = startServer(self, LineFactory(lambda line: Deferred()))
+        exchanging = exchange(reactor, server.endpoint(), b"x\n", timeout=10)
+        await deferLater(reactor, 0.2)
+        exchanging.cancel()
+        with self.assertRaises(CancelledError):
+            await exchanging
