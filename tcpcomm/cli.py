@@ -293,7 +293,7 @@ async def runSend(reactor: Any, args: argparse.Namespace) -> int:
     return await _talk(reactor, args, data)
 
 
-class _CrlfTranslator:
+class CrlfTranslator:
     """
     Turn each LF not already preceded by CR into CRLF, across chunks.
     """
@@ -332,7 +332,7 @@ class _Upstream(Protocol):
         self.reactor = reactor
         self.where = where
         self.timeout = timeout
-        self.translate = _CrlfTranslator() if crlf and data is None else None
+        self.translate = CrlfTranslator() if crlf and data is None else None
         self.data = data
         self.done: Deferred[int] = Deferred(self._cancelled)
         self.stdio: Any = None

@@ -46,7 +46,7 @@ from zope.interface import implementer
 
 from tcpcomm._version import __version__
 from tcpcomm.certificates import ServerFiles, makeCertificateAuthority, writeServerFiles
-from tcpcomm.cli import _CrlfTranslator
+from tcpcomm.cli import CrlfTranslator
 from tcpcomm.echo import EchoFactory
 from tcpcomm.line import LineFactory
 from tcpcomm.testing import LoopbackServer, startServer
@@ -1343,12 +1343,12 @@ class CrlfTranslatorTests(SynchronousTestCase):
         """
         A CRLF split between two reads stays one CRLF.
         """
-        translate = _CrlfTranslator()
+        translate = CrlfTranslator()
         self.assertEqual(translate(b"a\r") + translate(b"\nb\n"), b"a\r\nb\r\n")
 
     def test_loneCarriageReturnKept(self) -> None:
         """
         A CR not followed by LF is sent as it is, also at a chunk's end.
         """
-        translate = _CrlfTranslator()
+        translate = CrlfTranslator()
         self.assertEqual(translate(b"a\rb\r") + translate(b"c\n"), b"a\rb\rc\r\n")
