@@ -740,20 +740,21 @@ class RelayFactory(LineFactory):
         abort the upstream connection.
         """
         self._backstop = None
-        timeout = self.clock.seconds() - self._stopStarted
+        # What it was given: 0 if the clients used up a shutdown's timeout.
+        timeout = round(self.clock.seconds() - self._stopStarted, 2)
         dropped = self._queue.drop()
         if dropped:
             self._log.warn(
-                "Upstream {upstream} did not take the last lines within"
-                " {timeout:g} s: dropped {count} queued line(s); aborting",
+                "Upstream {upstream} did not take the last lines in time"
+                " ({timeout:g} s): dropped {count} queued line(s); aborting",
                 upstream=self._where,
                 timeout=timeout,
                 count=dropped,
             )
         else:
             self._log.warn(
-                "Upstream {upstream} did not take the last lines within"
-                " {timeout:g} s; aborting",
+                "Upstream {upstream} did not take the last lines in time"
+                " ({timeout:g} s); aborting",
                 upstream=self._where,
                 timeout=timeout,
             )

@@ -835,7 +835,8 @@ class RelayProtocolTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertTrue(upstream.disconnected)
         self.assertEqual(
-            len(logged(logs, "did not take the last lines within 1.5 s; aborting")), 1
+            len(logged(logs, "did not take the last lines in time (1.5 s); aborting")),
+            1,
         )
         endpoint.drop()
         self.successResultOf(done)
@@ -880,7 +881,7 @@ class RelayProtocolTests(SynchronousTestCase):
         self.assertEqual(upstream.value(), b"")
         self.assertEqual(factory.relayStats.dropped, 3)
         self.assertEqual(
-            len(logged(logs, "within 1.5 s: dropped 3 queued line(s); aborting")), 1
+            len(logged(logs, "in time (1.5 s): dropped 3 queued line(s); aborting")), 1
         )
         endpoint.drop()
         self.successResultOf(done)
@@ -1371,7 +1372,7 @@ class RelayServerTests(TestCase):
             len(logged(logs, f"dropped {dropped} queued line(s); aborting")),
             1 if dropped else 0,
         )
-        self.assertEqual(len(logged(logs, "did not take the last lines within")), 1)
+        self.assertEqual(len(logged(logs, "did not take the last lines in time")), 1)
 
 
 class RelayTLSTests(TestCase):
