@@ -667,6 +667,9 @@ class RelayFactory(LineFactory):
         """
         if self._deadline is None:
             return UPSTREAM_CLOSE_TIMEOUT
+        # No floor: with nothing left, the abort runs on the next reactor
+        # turn, and an upstream connection with nothing left to write has
+        # closed cleanly (FIN) by then, in the same turn's I/O.
         return max(self._deadline - self.clock.seconds(), 0.0)
 
     def _stopWhenIdle(self) -> None:
