@@ -40,11 +40,14 @@ What the relay promises:
     relay nor the other clients ever wait for it.
   - Stopping: the upstream connection starts with the factory (first port
     listening) and stops once the factory has stopped (last port closed) and
-    its last client has gone; L{RelayFactory.shutDown} waits for that.  Lines
-    still queued then are sent if the upstream is connected, and dropped,
-    counted and logged if it is not.  The upstream then gets
-    L{UPSTREAM_CLOSE_TIMEOUT} seconds to take what was written before its
-    connection is aborted.
+    its last client has gone.  Lines still queued then are dropped, counted
+    and logged if the upstream is not connected; if it is, they are sent as
+    soon as it takes them, and then its connection is closed.  Whatever is
+    left when time runs out -- the rest of L{RelayFactory.shutDown}'s
+    timeout, which holds for the whole stop (clients, queued lines,
+    upstream), or else L{UPSTREAM_CLOSE_TIMEOUT} -- is dropped: lines still
+    queued are counted and logged with their number, and the connection is
+    aborted (losing what it had not sent yet, as any lost connection does).
 """
 
 from __future__ import annotations
@@ -114,8 +117,10 @@ times the line length limit.
 
 UPSTREAM_CLOSE_TIMEOUT = 5.0
 """
-Seconds a stopping relay gives its upstream connection to take the lines
-already written before aborting it.
+Seconds a relay that stops without L{RelayFactory.shutDown} (its ports
+stopped, its last client gone) gives its upstream connection to take the
+queued lines and close before aborting it.  A shutdown gives it what is
+left of the shutdown's timeout instead.
 """
 
 TAG_ROOM = 512
@@ -352,6 +357,9 @@ class RelayFactory(LineFactory):
         self._stopWanted = False
         self._stopping = False
         self._stopWaiters: list[Deferred[None]] = []
+        self._deadline: float | None = None
+        self._backstop: IDelayedCall | None = None
+        self._stopStarted = 0.0
         self._refusals = LogThrottle()
         self._strays = LogThrottle()
 
@@ -491,6 +499,10 @@ class RelayFactory(LineFactory):
         self._client = None
         self._queue.close()
         self._holdClients(False)
+        if self._stopping:
+            self._log.warn("Lost upstream while stopping: {why}", why=why)
+            self._closeUpstream()
+            return
         self._log.warn(
             "Lost upstream: {why}; queueing up to {limit} lines and"
             " {byteLimit} bytes until it is back",
@@ -526,7 +538,10 @@ class RelayFactory(LineFactory):
             self._holdClients(True)
             return
         self._send(client, self._queue.open())
-        if self._queue.isOpen:
+        if self._stopping:
+            # The queue was all that the stop waited for.
+            self._closeUpstream()
+        elif self._queue.isOpen:
             self._holdClients(False)
 
     def _holdClients(self, hold: bool) -> None:
@@ -570,11 +585,15 @@ class RelayFactory(LineFactory):
     def startFactory(self) -> None:
         """
         Start connecting to the upstream (Twisted calls this when the first
-        port starts listening).
+        port starts listening); if the last connection is still closing,
+        once it has closed.
         """
         self._stopWanted = False
-        if self._service is not None:
-            return
+        self._deadline = None
+        if self._service is None and not self._stopping:
+            self._startUpstream()
+
+    def _startUpstream(self) -> None:
         self._log.info(
             "Relaying to {upstream} (tags: {tag}, queue limits {limit} lines,"
             " {byteLimit} bytes)",
@@ -608,12 +627,24 @@ class RelayFactory(LineFactory):
     def shutDown(self, timeout: float) -> Deferred[None]:
         """
         Let the clients finish as L{LineFactory} does; then, if the factory
-        has stopped, wait for the upstream connection to close too (at most
-        L{UPSTREAM_CLOSE_TIMEOUT} more seconds).
+        has stopped, wait for the upstream connection to take the queued
+        lines and close.  All of it takes at most C{timeout} seconds from
+        now: what is left then is dropped (see L{tcpcomm.relay}).
         """
+        deadline = self.clock.seconds() + timeout
+        if self._deadline is None or deadline < self._deadline:
+            self._deadline = deadline
+            backstop = self._backstop
+            if backstop is not None and backstop.getTime() > deadline:
+                # The upstream started stopping before: hurry it up.
+                backstop.reset(self._timeLeft())
 
         def upstream(_: None) -> Deferred[None] | None:
-            return self.whenUpstreamStopped() if self._stopWanted else None
+            if self._stopWanted:
+                return self.whenUpstreamStopped()
+            # Still listening: a later stop is not this shutdown's.
+            self._deadline = None
+            return None
 
         return super().shutDown(timeout).addCallback(upstream)
 
@@ -628,17 +659,56 @@ class RelayFactory(LineFactory):
         self._stopWaiters.append(waiter)
         return waiter
 
+    def _timeLeft(self) -> float:
+        """
+        Seconds the upstream connection has left to take the last lines and
+        close: what is left of the shutdown's timeout (nothing once it has
+        passed), or L{UPSTREAM_CLOSE_TIMEOUT} without a shutdown.
+        """
+        if self._deadline is None:
+            return UPSTREAM_CLOSE_TIMEOUT
+        # No floor: with nothing left, the abort runs on the next reactor
+        # turn, and an upstream connection with nothing left to write has
+        # closed cleanly (FIN) by then, in the same turn's I/O.
+        return max(self._deadline - self.clock.seconds(), 0.0)
+
     def _stopWhenIdle(self) -> None:
-        if self._stopWanted and not self.connections and self._service is not None:
+        if (
+            self._stopWanted
+            and not self.connections
+            and self._service is not None
+            and not self._stopping
+        ):
             self._stopUpstream()
 
     def _stopUpstream(self) -> None:
         """
-        Send what is queued if connected, else drop it; close the upstream
-        connection, aborting it after L{UPSTREAM_CLOSE_TIMEOUT}.
+        The factory has stopped and its last client has gone: once the
+        upstream has taken the queued lines, close its connection; abort it
+        when time runs out (see L{_timeLeft}).
+        """
+        self._stopping = True
+        self._stopStarted = self.clock.seconds()
+        client = self._client
+        if client is not None:
+            self._backstop = self.clock.callLater(
+                self._timeLeft(), self._abortUpstream, client
+            )
+            if len(self._queue):
+                # Its buffer is full: _upstreamFull sends the queue once it
+                # drains, and closes.
+                return
+        self._closeUpstream()
+
+    def _closeUpstream(self) -> None:
+        """
+        Drop the lines still queued (there are none while connected),
+        counted and logged; close the upstream connection, and give up
+        connecting.
         """
         service, self._service = self._service, None
-        assert service is not None
+        if service is None:
+            return
         client, self._client = self._client, None
         self._holdClients(False)
         if client is not None:
@@ -653,28 +723,43 @@ class RelayFactory(LineFactory):
                 upstream=self._where,
                 count=dropped,
             )
-        self._stopping = True
-        backstop: IDelayedCall | None = None
-        if client is not None:
-            backstop = self.clock.callLater(
-                UPSTREAM_CLOSE_TIMEOUT, self._abortUpstream, client
-            )
+        service.stopService().addBoth(self._upstreamStopped)
 
-        def stopped(result: object) -> None:
-            if backstop is not None and backstop.active():
-                backstop.cancel()
-            self._stopping = False
-            waiters, self._stopWaiters = self._stopWaiters, []
-            for waiter in waiters:
-                waiter.callback(None)
-
-        service.stopService().addBoth(stopped)
+    def _upstreamStopped(self, result: object) -> None:
+        backstop, self._backstop = self._backstop, None
+        if backstop is not None and backstop.active():
+            backstop.cancel()
+        self._stopping = False
+        waiters, self._stopWaiters = self._stopWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        if not self._stopWanted:
+            # Started again meanwhile (startFactory).
+            self._startUpstream()
 
     def _abortUpstream(self, client: _UpstreamClient) -> None:
-        self._log.warn(
-            "Upstream {upstream} did not take the last lines within {timeout} s;"
-            " aborting",
-            upstream=self._where,
-            timeout=UPSTREAM_CLOSE_TIMEOUT,
-        )
+        """
+        Time is up: drop the lines still queued, counted and logged, and
+        abort the upstream connection.
+        """
+        self._backstop = None
+        # What it was given: 0 if the clients used up a shutdown's timeout.
+        timeout = round(self.clock.seconds() - self._stopStarted, 2)
+        dropped = self._queue.drop()
+        if dropped:
+            self._log.warn(
+                "Upstream {upstream} did not take the last lines in time"
+                " ({timeout:g} s): dropped {count} queued line(s); aborting",
+                upstream=self._where,
+                timeout=timeout,
+                count=dropped,
+            )
+        else:
+            self._log.warn(
+                "Upstream {upstream} did not take the last lines in time"
+                " ({timeout:g} s); aborting",
+                upstream=self._where,
+                timeout=timeout,
+            )
+        self._closeUpstream()
         client.transport.abortConnection()

@@ -25,9 +25,10 @@ asks it to stop by writing C{stop} and closing the pipe, and a worker whose
 supervisor is gone (killed with SIGKILL) sees the pipe end without it; either
 way it shuts down as on SIGTERM.  (Not a signal: a worker may get SIGTERM
 from elsewhere at the same moment -- systemd signals every process of a
-service, C{timeout} and C{kill -TERM -PGID} a whole process group -- and
-Twisted fails loudly on a second one.)  Workers ignore SIGINT, which Ctrl-C
-sends to the whole process group: the supervisor handles it for them.
+service, C{timeout} and C{kill -TERM -PGID} a whole process group.)  Workers
+ignore SIGINT, which Ctrl-C sends to the whole process group: the supervisor
+handles it for them.  A second SIGTERM or SIGINT to a process that is
+stopping already is logged and ignored (see L{StopSignalGuard}).
 
 Only TCP, TCP6, UNIX and TLS (C{ssl:}) ports can be shared; TLS is done in
 the workers.  Chat and relay modes keep state shared by all clients in one
@@ -39,6 +40,7 @@ Nothing here imports the reactor: functions take it as a parameter.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import signal
 import socket
@@ -46,6 +48,7 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, NoReturn, cast
 
 from twisted.application import strports
@@ -80,6 +83,7 @@ from tcpcomm.transport import adoptStreamPort
 __all__ = [
     "KILL_MARGIN",
     "MAX_WORKERS",
+    "StopSignalGuard",
     "WorkerSupervisor",
     "bindPorts",
     "cannotListenMessage",
@@ -772,6 +776,65 @@ class _EndOfFile(abstract.FileDescriptor):
         self._onEnd(self._received)
 
 
+class StopSignalGuard:
+    """
+    Make a SIGTERM or SIGINT harmless once the process is stopping.
+
+    Twisted's handlers stop the reactor on every such signal, and a second
+    stop fails with a logged C{ReactorNotRunning} traceback.  Yet a second
+    signal is routine: C{timeout} signals its child and then its process
+    group, C{kill -TERM -PGID} and systemd signal every process of a group,
+    and people press Ctrl-C twice.  Once L{install}ed, the first signal goes
+    to Twisted's handler as before (it logs it, stops the reactor, and
+    twistd exits with it); a signal after it, or after the process began to
+    stop for another reason (L{stopping}), is logged and ignored.  It does
+    not hurry the stop under way, which has its own bound
+    (C{--shutdown-timeout}, and L{KILL_MARGIN} more for workers); SIGKILL
+    stops at once.
+
+    @ivar stopping: Whether the process is stopping: set by the first signal,
+        and by the owner when it stops for another reason.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        """
+        @param reactor: The reactor whose handlers to wrap.
+        """
+        self._reactor = reactor
+        self.stopping = False
+
+    def install(self) -> None:
+        """
+        Wrap the reactor's SIGTERM and SIGINT handlers.  Call it once the
+        reactor runs (it installs them as it starts, e.g. with
+        C{callWhenRunning}); other handlers (SIGINT ignored, as in workers,
+        or a debugger's) are left alone.
+        """
+        for number in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(number)
+            if callable(handler) and getattr(handler, "__self__", None) is (
+                self._reactor
+            ):
+                signal.signal(number, functools.partial(self._received, handler))
+
+    def _received(
+        self,
+        handler: Callable[[int, FrameType | None], object],
+        number: int,
+        frame: FrameType | None,
+    ) -> None:
+        if self.stopping:
+            self._log.info(
+                "Received {signal} while stopping already: ignored",
+                signal=signal.Signals(number).name,
+            )
+            return
+        self.stopping = True
+        handler(number, frame)
+
+
 class SupervisorWatch(Service):
     """
     In a worker: log when it is ready (its reactor is running, so it
@@ -799,17 +862,20 @@ class SupervisorWatch(Service):
         self._fd = fd
         self._onEnd = onEnd or self._shutDown
         self._reader: _EndOfFile | None = None
+        self._signals = StopSignalGuard(reactor)
 
     def startService(self) -> None:
         super().startService()
         self._reader = _EndOfFile(self._reactor, self._fd, self._pipeEnded)
         self._reader.startReading()
+        self._reactor.callWhenRunning(self._signals.install)
         self._reactor.callWhenRunning(
             self._log.info, "Worker ready (pid {pid})", pid=os.getpid()
         )
 
     def stopService(self) -> None:
         super().stopService()
+        self._signals.stopping = True
         if self._reader is not None:
             self._reader.stopReading()
             self._reader = None
@@ -821,6 +887,7 @@ class SupervisorWatch(Service):
         self._onEnd(asked)
 
     def _shutDown(self, asked: bool) -> None:
+        self._signals.stopping = True
         if asked:
             self._log.info("The supervisor asks to stop: shutting down")
         else:
@@ -982,6 +1049,7 @@ class WorkerSupervisor(Service):
         self._workers = [_Worker(number) for number in range(1, count + 1)]
         self._stopping = False
         self._twistdOptions = twistdOptions
+        self._signals = StopSignalGuard(reactor)
 
     @classmethod
     def fromOptions(cls, options: usage.Options, reactor: Any) -> WorkerSupervisor:
@@ -1021,11 +1089,13 @@ class WorkerSupervisor(Service):
 
     def startService(self) -> None:
         """
-        Start every worker.
+        Start every worker; once the reactor runs, make a second SIGTERM or
+        SIGINT harmless (L{StopSignalGuard}).
         """
         if self._ports is None:
             self.privilegedStartService()
         super().startService()
+        self._reactor.callWhenRunning(self._signals.install)
         for worker in self._workers:
             self._start(worker)
 
@@ -1121,6 +1191,7 @@ class WorkerSupervisor(Service):
         """
         super().stopService()
         self._stopping = True
+        self._signals.stopping = True
         for worker in self._workers:
             if worker.restart is not None and worker.restart.active():
                 worker.restart.cancel()

@@ -7,9 +7,10 @@ endpoint and a fake clock; and relay and upstream on real loopback sockets.
 from __future__ import annotations
 
 import ast
+import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -31,6 +32,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamClientEndpoint,
 )
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -773,21 +775,181 @@ class RelayProtocolTests(SynchronousTestCase):
 
     def test_stopSendsQueueWhenConnected(self) -> None:
         """
-        Stopping with lines queued behind a full upstream connection writes
-        them before closing it.
+        Stopping with lines queued behind a full upstream connection keeps
+        them queued until it drains, then writes them and closes it.
         """
         factory, endpoint, _clock = startRelay()
         upstream = endpoint.accept()
         client = connectClient(factory)
         assert upstream.producer is not None
-        upstream.producer.pauseProducing()
+        producer = upstream.producer
+        producer.pauseProducing()
         client.protocol.dataReceived(b"1\n2\n")
         lose(client)
         factory.doStop()
-        self.assertEqual(upstream.value(), b"1\n2\n")
+        self.assertEqual((upstream.value(), factory.queuedLines), (b"", 2))
+        self.assertFalse(upstream.disconnecting)
+        producer.resumeProducing()
+        self.assertEqual((upstream.value(), factory.queuedLines), (b"1\n2\n", 0))
         self.assertIsNone(upstream.producer)
         self.assertTrue(upstream.disconnecting)
         self.assertEqual(factory.relayStats.dropped, 0)
+
+    def test_shutdownTimeoutCoversUpstream(self) -> None:
+        """
+        The upstream connection gets what is left of the shutdown timeout
+        after the clients have gone: it is aborted at the deadline, not
+        C{UPSTREAM_CLOSE_TIMEOUT} after the last client went.
+        """
+        factory, endpoint, clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        factory.doStop()
+        done = factory.shutDown(10)
+        clock.advance(8)
+        lose(client)
+        self.assertTrue(upstream.disconnecting)
+        clock.advance(1.9)
+        self.assertFalse(upstream.disconnected)
+        self.assertNoResult(done)
+        clock.advance(0.1)
+        self.assertTrue(upstream.disconnected)
+        endpoint.drop()
+        self.successResultOf(done)
+
+    def test_shutdownHurriesStopUnderWay(self) -> None:
+        """
+        A shutdown that starts after the upstream connection began to stop
+        (no client was left when the port closed) shortens its time to the
+        shutdown's timeout.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, clock = startRelay()
+        upstream = endpoint.accept()
+        factory.doStop()
+        self.assertTrue(upstream.disconnecting)
+        clock.advance(0.5)
+        done = factory.shutDown(1)
+        clock.advance(0.9)
+        self.assertFalse(upstream.disconnected)
+        clock.advance(0.1)
+        self.assertTrue(upstream.disconnected)
+        self.assertEqual(
+            len(logged(logs, "did not take the last lines in time (1.5 s); aborting")),
+            1,
+        )
+        endpoint.drop()
+        self.successResultOf(done)
+
+    def test_shutdownWhileListeningSetsNoLaterDeadline(self) -> None:
+        """
+        A shutdown while the relay still listens does not shorten a later
+        stop: the upstream connection then gets C{UPSTREAM_CLOSE_TIMEOUT}.
+        """
+        factory, endpoint, clock = startRelay()
+        upstream = endpoint.accept()
+        self.successResultOf(factory.shutDown(1))
+        clock.advance(10)
+        factory.doStop()
+        clock.advance(UPSTREAM_CLOSE_TIMEOUT - 0.1)
+        self.assertFalse(upstream.disconnected)
+        clock.advance(0.1)
+        self.assertTrue(upstream.disconnected)
+        endpoint.drop()
+
+    def test_queuedLinesDroppedAtDeadline(self) -> None:
+        """
+        Lines still queued for a full upstream connection when the shutdown
+        timeout runs out are dropped, counted and logged with their number,
+        and the connection is aborted.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        assert upstream.producer is not None
+        upstream.producer.pauseProducing()
+        client.protocol.dataReceived(b"1\n2\n3\n")
+        factory.doStop()
+        done = factory.shutDown(2)
+        clock.advance(0.5)
+        lose(client)
+        clock.advance(1.4)
+        self.assertEqual((factory.queuedLines, upstream.disconnected), (3, False))
+        clock.advance(0.1)
+        self.assertEqual((factory.queuedLines, upstream.disconnected), (0, True))
+        self.assertEqual(upstream.value(), b"")
+        self.assertEqual(factory.relayStats.dropped, 3)
+        self.assertEqual(
+            len(logged(logs, "in time (1.5 s): dropped 3 queued line(s); aborting")), 1
+        )
+        endpoint.drop()
+        self.successResultOf(done)
+
+    def test_nothingLeftAfterClientsTimeout(self) -> None:
+        """
+        When the clients use up the whole shutdown timeout, the upstream
+        connection is closed and aborted at once (on the next turn), not
+        given more time.
+        """
+        factory, endpoint, clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        factory.doStop()
+        done = factory.shutDown(3)
+        clock.advance(3)
+        self.assertTrue(client.disconnected)
+        lose(client)
+        self.assertTrue(upstream.disconnecting)
+        self.assertFalse(upstream.disconnected)
+        clock.advance(0)
+        self.assertTrue(upstream.disconnected)
+        endpoint.drop()
+        self.successResultOf(done)
+
+    def test_upstreamLostWhileFlushing(self) -> None:
+        """
+        If the upstream connection drops while the stop waits for it to take
+        the queued lines, they are dropped (counted and logged) and the
+        relay stops without reconnecting.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, clock = startRelay()
+        endpoint.accept()
+        client = connectClient(factory)
+        assert endpoint.transport.producer is not None
+        endpoint.transport.producer.pauseProducing()
+        client.protocol.dataReceived(b"1\n2\n")
+        lose(client)
+        factory.doStop()
+        stopped = factory.whenUpstreamStopped()
+        endpoint.drop()
+        self.successResultOf(stopped)
+        self.assertEqual(factory.relayStats.dropped, 2)
+        self.assertEqual(len(logged(logs, "dropped 2 queued line(s)")), 1)
+        clock.advance(UPSTREAM_CLOSE_TIMEOUT)
+        self.assertEqual(endpoint.attempts, [])
+
+    def test_restartWhileFlushing(self) -> None:
+        """
+        A relay started again while its upstream connection is still taking
+        the last lines connects anew once that connection has closed.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        client = connectClient(factory)
+        assert upstream.producer is not None
+        producer = upstream.producer
+        producer.pauseProducing()
+        client.protocol.dataReceived(b"1\n")
+        lose(client)
+        factory.doStop()
+        factory.doStart()
+        self.assertEqual(endpoint.attempts, [])
+        producer.resumeProducing()
+        self.assertEqual(upstream.value(), b"1\n")
+        endpoint.drop()
+        self.assertEqual(len(endpoint.attempts), 1)
 
     def test_silentUpstreamAborted(self) -> None:
         """
@@ -880,6 +1042,39 @@ async def connectLineClient(
 
     testCase.addCleanup(close)
     return client, seen
+
+
+class DeafProtocol(Protocol):
+    """
+    A server that never reads what it is sent, with a small receive buffer
+    (so that the kernel soon stops taking data for it).
+    """
+
+    def connectionMade(self) -> None:
+        transport = cast(Any, self.transport)
+        transport.pauseProducing()
+        handle = cast(socket.socket, transport.getHandle())
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+@implementer(IStreamClientEndpoint)
+class SmallSendBuffer:
+    """
+    A client endpoint whose connections have a small send buffer, so that
+    the kernel soon stops taking data for a peer that does not read.
+    """
+
+    def __init__(self, wrapped: IStreamClientEndpoint) -> None:
+        self._wrapped = wrapped
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        def shrink(protocol: IProtocol) -> IProtocol:
+            transport = cast(Any, protocol).transport
+            handle = cast(socket.socket, transport.getHandle())
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            return protocol
+
+        return self._wrapped.connect(protocolFactory).addCallback(shrink)
 
 
 class RelayServerTests(TestCase):
@@ -1136,6 +1331,48 @@ class RelayServerTests(TestCase):
         self.assertEqual(received, [b"%d" % i for i in range(10)])
         self.assertFalse(relay.upstreamConnected)
         await waitUntil(lambda: client.lost and upstream.openConnections == 0)
+
+    async def test_shutdownTimeoutHoldsWithStalledUpstream(self) -> None:
+        """
+        With an upstream that stopped reading, the whole relay shutdown
+        (clients, queued lines, upstream connection) ends within its
+        timeout, with what was still queued dropped and logged.
+        """
+        logs = LogCapture(self)
+        upstream = startServer(self, Factory.forProtocol(DeafProtocol))
+        relay = RelayFactory(
+            SmallSendBuffer(upstream.endpoint()), retryPolicy=lambda attempt: 0.05
+        )
+        self.addCleanup(relay.whenUpstreamStopped)
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        port = await endpoint.listen(relay)
+        self.addCleanup(port.stopListening)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        client, _seen = await connectLineClient(
+            self, TCP4ClientEndpoint(reactor, address.host, address.port)
+        )
+        await waitUntil(lambda: relay.upstreamConnected)
+        client.transport.write((b"x" * 1000 + b"\n") * 1024)
+        lastBytesIn = -1
+
+        def stalled() -> bool:
+            nonlocal lastBytesIn
+            previous, lastBytesIn = lastBytesIn, relay.stats.bytesIn
+            return relay.holdingClients and lastBytesIn == previous
+
+        await waitUntil(stalled)
+        started = reactor.seconds()
+        await maybeDeferred(port.stopListening)
+        await relay.shutDown(0.5)
+        self.assertLess(reactor.seconds() - started, 1.5)
+        self.assertFalse(relay.upstreamConnected)
+        dropped = relay.relayStats.dropped
+        self.assertEqual(
+            len(logged(logs, f"dropped {dropped} queued line(s); aborting")),
+            1 if dropped else 0,
+        )
+        self.assertEqual(len(logged(logs, "did not take the last lines in time")), 1)
 
 
 class RelayTLSTests(TestCase):

@@ -56,6 +56,7 @@ from tcpcomm.workers import (
     MAX_QUICK_FAILURES,
     MAX_WORKERS,
     WORKER_LOGGER,
+    StopSignalGuard,
     SupervisorWatch,
     WorkerSupervisor,
     bindPorts,
@@ -418,13 +419,18 @@ class FakeProcess:
 
 class FakeProcessReactor(Clock):
     """
-    A clock that records C{spawnProcess} calls (or fails them).
+    A clock that records C{spawnProcess} calls (or fails them), and records
+    C{callWhenRunning} calls without running them.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.processes: list[FakeProcess] = []
         self.failSpawn = False
+        self.whenRunning: list[Callable[[], object]] = []
+
+    def callWhenRunning(self, f: Callable[..., object], *a: Any, **kw: Any) -> None:
+        self.whenRunning.append(lambda: f(*a, **kw))
 
     def spawnProcess(
         self, protocol: ProcessProtocol, executable: str, args: list[str], **kw: Any
@@ -756,6 +762,9 @@ class SharedSocketTests(TestCase):
         not before: asked to stop if C{stop} came first, else the
         supervisor is gone.
         """
+        # The watch wraps this process's signal handlers (StopSignalGuard).
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
         for written, asked in [(b"stop\n", True), (b"", False)]:
             readEnd, writeEnd = os.pipe()
             self.addCleanup(os.close, readEnd)
@@ -792,6 +801,141 @@ class QueueingReactor:
     def runQueued(self) -> None:
         while self.queued:
             self.queued.pop(0)()
+
+
+class SignallingReactor(FakeProcessReactor, QueueingReactor):
+    """
+    A fake reactor for a supervisor's or a worker's signals: its C{sigTerm}
+    and C{sigInt} are its signal handlers, which queue a stop as Twisted's
+    do (a second stop raises, as Twisted's does).
+    """
+
+    def __init__(self) -> None:
+        FakeProcessReactor.__init__(self)
+        QueueingReactor.__init__(self)
+
+    def sigTerm(self, number: int, frame: object = None) -> None:
+        self.callFromThread(self.stop)
+
+    def sigInt(self, number: int, frame: object = None) -> None:
+        self.callFromThread(self.stop)
+
+    def addReader(self, reader: object) -> None:
+        pass
+
+    def removeReader(self, reader: object) -> None:
+        pass
+
+    def installHandlers(self, testCase: SynchronousTestCase) -> None:
+        """
+        Make C{sigTerm} and C{sigInt} this process's handlers, as a running
+        reactor does, until C{testCase}'s clean-up; then run what was to run
+        once the reactor runs.
+        """
+        for number, handler in [
+            (signal.SIGTERM, self.sigTerm),
+            (signal.SIGINT, self.sigInt),
+        ]:
+            testCase.addCleanup(signal.signal, number, signal.getsignal(number))
+            signal.signal(number, handler)
+        for f in self.whenRunning:
+            f()
+
+
+def deliver(number: signal.Signals) -> None:
+    """
+    Call this process's handler for signal C{number}, as the signal would.
+    """
+    handler = signal.getsignal(number)
+    assert callable(handler)
+    handler(number, None)
+
+
+class StopSignalTests(SynchronousTestCase):
+    """
+    A second SIGTERM or SIGINT to a stopping supervisor or worker, with
+    fake handlers standing in for the reactor's (see L{SignallingReactor}).
+    """
+
+    def supervisor(self) -> tuple[WorkerSupervisor, SignallingReactor]:
+        fake = SignallingReactor()
+        supervisor = WorkerSupervisor(
+            fake, [], 1, lambda number: ["python", "worker"], shutdownTimeout=3
+        )
+        supervisor.startService()
+        fake.installHandlers(self)
+        return supervisor, fake
+
+    def test_secondSignalIgnored(self) -> None:
+        """
+        SIGTERM, then SIGTERM or SIGINT again before the stop is done: the
+        first stops the reactor, the second is logged and ignored (no
+        second stop, which would raise C{ReactorNotRunning}).
+        """
+        for second in [signal.SIGTERM, signal.SIGINT]:
+            events = LogCapture(self).events
+            _supervisor, fake = self.supervisor()
+            deliver(signal.SIGTERM)
+            deliver(second)
+            fake.runQueued()
+            self.assertEqual(fake.stops, 1)
+            messages = [formatEvent(event) for event in events]
+            self.assertIn(
+                f"Received {second.name} while stopping already: ignored", messages
+            )
+
+    def test_signalWhileStoppingIgnored(self) -> None:
+        """
+        A SIGTERM after the supervisor began to stop for another reason
+        (the reactor is stopping: it gave up on a worker) starts no second
+        stop.
+        """
+        supervisor, fake = self.supervisor()
+        fake.stop()
+        supervisor.stopService()
+        deliver(signal.SIGTERM)
+        fake.runQueued()
+        self.assertEqual(fake.stops, 1)
+
+    def test_firstSignalStops(self) -> None:
+        """
+        The first SIGINT goes to the reactor's handler, which stops it.
+        """
+        _supervisor, fake = self.supervisor()
+        deliver(signal.SIGINT)
+        self.assertEqual(fake.stops, 0)
+        fake.runQueued()
+        self.assertEqual(fake.stops, 1)
+
+    def test_otherHandlersLeftAlone(self) -> None:
+        """
+        Handlers that are not the reactor's (SIGINT ignored, as in workers)
+        are not wrapped.
+        """
+        fake = SignallingReactor()
+        guard = StopSignalGuard(fake)
+        self.addCleanup(signal.signal, signal.SIGINT, signal.getsignal(signal.SIGINT))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        guard.install()
+        self.assertEqual(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
+
+    def test_workerSignalAfterSupervisorsRequest(self) -> None:
+        """
+        A worker asked to stop by its supervisor, then sent SIGTERM (every
+        process of a group signalled), stops its reactor once.
+        """
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        self.addCleanup(os.close, writeEnd)
+        fake = SignallingReactor()
+        watch = SupervisorWatch(fake, readEnd)
+        watch.startService()
+        fake.installHandlers(self)
+        watch._shutDown(True)
+        fake.runQueued()
+        deliver(signal.SIGTERM)
+        fake.runQueued()
+        self.assertEqual(fake.stops, 1)
 
 
 class SupervisorWatchStopTests(SynchronousTestCase):
