@@ -41,6 +41,7 @@ from tcpcomm.line import (
     echoLine,
 )
 from tcpcomm.relay import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, RelayFactory
+from tcpcomm.stopsignals import StopSignalGuard
 from tcpcomm.transport import writeThroughReactor
 from tcpcomm.workers import (
     WorkerSupervisor,
@@ -620,15 +621,34 @@ class TcpcommService(MultiService):
         factory: ConnectionFactory,
         shutdownTimeout: float,
         twistdOptions: Any = None,
+        reactor: IReactorCore | None = None,
     ) -> None:
         """
         @param twistdOptions: twistd's options, when run by twistd.
+        @param reactor: When run by twistd, the reactor whose SIGTERM and
+            SIGINT handlers a second signal must not reach while stopping
+            (L{StopSignalGuard}).
         """
         super().__init__()
         self.factory = factory
         self.shutdownTimeout = shutdownTimeout
         self._twistdOptions = twistdOptions
         self.descriptions: dict[IService, str] = {}
+        self._reactor = reactor
+        self._signals = (
+            StopSignalGuard(reactor)
+            if reactor is not None and twistdOptions is not None
+            else None
+        )
+
+    def startService(self) -> None:
+        """
+        Start listening; under twistd, once the reactor runs, make a second
+        SIGTERM or SIGINT harmless.
+        """
+        super().startService()
+        if self._reactor is not None and self._signals is not None:
+            self._reactor.callWhenRunning(self._signals.install)
 
     def privilegedStartService(self) -> None:
         started: list[IService] = []
@@ -655,6 +675,8 @@ class TcpcommService(MultiService):
         """
         Stop listening, then wait for the connections to finish.
         """
+        if self._signals is not None:
+            self._signals.stopping = True
         stopped: Deferred[Any] = super().stopService()
 
         def finish(_: object) -> Deferred[None]:
@@ -737,7 +759,7 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
     factory = makeFactory(config)
     if config["max-connections"]:
         raiseFileLimit(config["max-connections"] + 64)
-    parent = TcpcommService(factory, config["shutdown-timeout"], config.parent)
+    parent = TcpcommService(factory, config["shutdown-timeout"], config.parent, reactor)
     if config.get("worker-fds") is not None:
         # A worker of --workers: serve the supervisor's sockets.
         for service in workerServices(reactor, config, factory):

@@ -40,7 +40,6 @@ Nothing here imports the reactor: functions take it as a parameter.
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 import signal
 import socket
@@ -48,7 +47,6 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, NoReturn, cast
 
 from twisted.application import strports
@@ -78,12 +76,12 @@ from twisted.python.failure import Failure
 from twisted.python.lockfile import FilesystemLock
 from twisted.python.reflect import fullyQualifiedName
 
+from tcpcomm.stopsignals import StopSignalGuard
 from tcpcomm.transport import adoptStreamPort
 
 __all__ = [
     "KILL_MARGIN",
     "MAX_WORKERS",
-    "StopSignalGuard",
     "WorkerSupervisor",
     "bindPorts",
     "cannotListenMessage",
@@ -774,65 +772,6 @@ class _EndOfFile(abstract.FileDescriptor):
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         self._onEnd(self._received)
-
-
-class StopSignalGuard:
-    """
-    Make a SIGTERM or SIGINT harmless once the process is stopping.
-
-    Twisted's handlers stop the reactor on every such signal, and a second
-    stop fails with a logged C{ReactorNotRunning} traceback.  Yet a second
-    signal is routine: C{timeout} signals its child and then its process
-    group, C{kill -TERM -PGID} and systemd signal every process of a group,
-    and people press Ctrl-C twice.  Once L{install}ed, the first signal goes
-    to Twisted's handler as before (it logs it, stops the reactor, and
-    twistd exits with it); a signal after it, or after the process began to
-    stop for another reason (L{stopping}), is logged and ignored.  It does
-    not hurry the stop under way, which has its own bound
-    (C{--shutdown-timeout}, and L{KILL_MARGIN} more for workers); SIGKILL
-    stops at once.
-
-    @ivar stopping: Whether the process is stopping: set by the first signal,
-        and by the owner when it stops for another reason.
-    """
-
-    _log = Logger()
-
-    def __init__(self, reactor: Any) -> None:
-        """
-        @param reactor: The reactor whose handlers to wrap.
-        """
-        self._reactor = reactor
-        self.stopping = False
-
-    def install(self) -> None:
-        """
-        Wrap the reactor's SIGTERM and SIGINT handlers.  Call it once the
-        reactor runs (it installs them as it starts, e.g. with
-        C{callWhenRunning}); other handlers (SIGINT ignored, as in workers,
-        or a debugger's) are left alone.
-        """
-        for number in (signal.SIGTERM, signal.SIGINT):
-            handler = signal.getsignal(number)
-            if callable(handler) and getattr(handler, "__self__", None) is (
-                self._reactor
-            ):
-                signal.signal(number, functools.partial(self._received, handler))
-
-    def _received(
-        self,
-        handler: Callable[[int, FrameType | None], object],
-        number: int,
-        frame: FrameType | None,
-    ) -> None:
-        if self.stopping:
-            self._log.info(
-                "Received {signal} while stopping already: ignored",
-                signal=signal.Signals(number).name,
-            )
-            return
-        self.stopping = True
-        handler(number, frame)
 
 
 class SupervisorWatch(Service):

@@ -232,6 +232,30 @@ class TwistdShutdownTests(SynchronousTestCase):
         self.assertIn("Server Shut Down.", output)
         client.close()
 
+    def test_secondSignalHarmless(self) -> None:
+        """
+        A second SIGTERM while the server is stopping (as C{timeout} or
+        systemd send) is logged and ignored: no C{ReactorNotRunning}
+        traceback, and the stop under way ends as the first one asked.
+        """
+        server, port, cwd = self.startSlowServer("--shutdown-timeout", "1")
+        client = connect(port)
+        client.sendall(b"forever\n")
+        self.waitForHandler(cwd)
+        server.sendTerminate()
+        deadline = time.monotonic() + IO_TIMEOUT
+        while "Shutting down" not in server.output():
+            self.assertLess(time.monotonic(), deadline, server.output())
+            time.sleep(0.02)
+        server.sendTerminate()
+        self.assertEqual(readToEnd(client), b"")
+        self.assertEqual(server.wait(), -signal.SIGTERM)
+        output = server.output()
+        self.assertIn("Received SIGTERM while stopping already: ignored", output)
+        self.assertNotIn("Traceback", output)
+        self.assertIn("Server Shut Down.", output)
+        client.close()
+
     def test_floodDoesNotDelayTimeout(self) -> None:
         """
         With 100 clients pipelining 2,000 lines each to a handler that

@@ -50,13 +50,13 @@ from tcpcomm import workers
 from tcpcomm.certificates import makeCertificateAuthority, writeServerFiles
 from tcpcomm.client import exchange
 from tcpcomm.line import LineFactory
+from tcpcomm.stopsignals import StopSignalGuard
 from tcpcomm.tap import Options, TcpcommService, makeService
 from tcpcomm.workers import (
     KILL_MARGIN,
     MAX_QUICK_FAILURES,
     MAX_WORKERS,
     WORKER_LOGGER,
-    StopSignalGuard,
     SupervisorWatch,
     WorkerSupervisor,
     bindPorts,
