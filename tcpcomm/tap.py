@@ -11,6 +11,7 @@ import select
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -751,12 +752,10 @@ def _adoptedService(
     descriptor and address family of.
     """
     fd, family = adopted
-    try:
+    with suppress(OSError):  # a bad descriptor is reported as it is adopted
         # systemd passes blocking sockets: one would block the reactor in
-        # accept().  (A bad descriptor is reported when it is adopted.)
+        # accept().
         fdesc.setNonBlocking(fd)
-    except OSError:
-        pass
     standIn = _STAND_INS.get(family, f"unix:inherited-descriptor-{fd}")
     [service] = inheritedPortServices(reactor, [standIn], [fd], factory)
     return service
@@ -797,8 +796,8 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
     for description in config["ports"]:
         if description in adopted:
             # A socket systemd passed without names (see Options.opt_port).
-            service = _adoptedService(reactor, adopted[description], factory)
-            parent.addPort(description, service)
+            inherited = adopted[description]
+            parent.addPort(description, _adoptedService(reactor, inherited, factory))
             continue
         # strports makes a busy port fail start-up instead of being logged;
         # TCP ports get write-through connections (tcpcomm.transport).
