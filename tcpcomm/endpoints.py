@@ -1,14 +1,18 @@
 # -*- test-case-name: tests.test_endpoints -*-
 """
-Endpoint descriptions and addresses, as tcpcomm reads and prints them.
+Endpoint descriptions and addresses, as tcpcomm reads and prints them, and
+the sockets systemd passes.
 
-Pure string handling: nothing here imports the reactor.
+Nothing here imports the reactor.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib.util import find_spec
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -18,11 +22,15 @@ __all__ = [
     "DEFAULT_BACKLOG",
     "DEFAULT_UNIX_MODE",
     "MAX_BACKLOG",
+    "SYSTEMD_FIRST_DESCRIPTOR",
     "TLS_INSTALL_HINT",
+    "SystemdSockets",
     "checkTLSAvailable",
     "formatAddress",
     "serverEndpointDescription",
+    "startEnvironment",
     "systemdActivationHint",
+    "systemdIndexDescriptor",
 ]
 
 DEFAULT_BACKLOG = 1024
@@ -145,44 +153,215 @@ def checkTLSAvailable(description: str) -> None:
         )
 
 
-def systemdActivationHint(description: str) -> str | None:
+SYSTEMD_FIRST_DESCRIPTOR = 3
+"""
+The file descriptor systemd passes its first socket as (C{SD_LISTEN_FDS_START}).
+"""
+
+
+def startEnvironment() -> Mapping[str, str]:
     """
-    Say, in one line, why a well-formed C{systemd:} description found no
-    inherited socket, and what the process needs.
+    The environment this process was started with.
 
-    Twisted adopts sockets passed by systemd only when C{LISTEN_FDS},
-    C{LISTEN_PID} I{and} C{LISTEN_FDNAMES} are all set (systemd 227 and
-    later set all three; C{systemd-socket-activate} sets C{LISTEN_FDNAMES}
-    only when given C{--fdname}); without C{LISTEN_FDNAMES} it ignores the
-    inherited sockets, and C{index=0} is out of range.
+    Importing C{twisted.internet.endpoints} deletes C{LISTEN_FDS} and
+    C{LISTEN_PID} from C{os.environ}, and it is imported before tcpcomm's
+    options are parsed (by C{tcpcomm} itself, and by Twisted's plugin scan
+    when its cache is stale).  On Linux, C{/proc/self/environ} still holds
+    the environment C{exec} gave the process; elsewhere, or if it cannot be
+    read, C{os.environ} is all there is.
 
-    @param description: A server endpoint description that Twisted refused.
-    @return: The explanation, or C{None} if C{description} is not a
-        C{systemd:} description with exactly one of a decimal C{index} or a
-        C{name} (Twisted's own message then says what is wrong).
+    @return: C{os.environ} if C{LISTEN_PID} is still in it, else the
+        environment at C{exec}.
+    """
+    if "LISTEN_PID" in os.environ:
+        return os.environ
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            entries = f.read().split(b"\0")
+    except OSError:
+        return os.environ
+    environment: dict[str, str] = {}
+    for entry in entries:
+        name, found, value = os.fsdecode(entry).partition("=")
+        if found:
+            environment.setdefault(name, value)
+    return environment
+
+
+@dataclass(frozen=True)
+class SystemdSockets:
+    """
+    The sockets systemd's socket activation passed to this process.
+
+    @ivar descriptors: Their file descriptors, in order (C{LISTEN_FDS} of
+        them from L{SYSTEMD_FIRST_DESCRIPTOR}); empty if none were passed
+        to this process.
+    @ivar names: Their names (C{LISTEN_FDNAMES}), or C{None} if it is not
+        set or empty (C{systemd-socket-activate} without C{--fdname},
+        systemd before 227).
+    """
+
+    descriptors: Sequence[int] = range(0)
+    names: tuple[str, ...] | None = None
+
+    @classmethod
+    def fromEnvironment(
+        cls, environ: Mapping[str, str] | None = None, pid: int | None = None
+    ) -> SystemdSockets:
+        """
+        Read C{LISTEN_FDS}, C{LISTEN_PID} and C{LISTEN_FDNAMES}.
+
+        @param environ: The environment; by default L{startEnvironment}.
+        @param pid: This process's ID; by default C{os.getpid()}.  Sockets
+            passed to another process (C{LISTEN_PID}) are not this one's.
+        """
+        if environ is None:
+            environ = startEnvironment()
+        if pid is None:
+            pid = os.getpid()
+        count = environ.get("LISTEN_FDS", "")
+        if environ.get("LISTEN_PID") != str(pid) or not count.isdecimal():
+            return cls()
+        # A range, not a list: LISTEN_FDS may be any number.
+        descriptors = range(
+            SYSTEMD_FIRST_DESCRIPTOR, SYSTEMD_FIRST_DESCRIPTOR + int(count)
+        )
+        names = environ.get("LISTEN_FDNAMES")
+        return cls(descriptors, tuple(names.split(":")) if names else None)
+
+
+_SYSTEMD_DOMAINS = {
+    name: getattr(socket, f"AF_{name}")
+    for name in ("INET", "INET6", "UNIX")
+    if hasattr(socket, f"AF_{name}")
+}
+"""
+The C{domain}s of C{systemd:} descriptions tcpcomm serves, and their address
+families.
+"""
+
+
+def _systemdArguments(description: str) -> dict[str, str] | None:
+    """
+    The arguments of a C{systemd:} description, or C{None} for another kind.
     """
     kind, _, rest = description.partition(":")
     if kind.strip().lower() != "systemd":
         return None
-    arguments = dict(
+    return dict(
         part.partition("=")[::2] for part in _FIELD_SEPARATOR.split(rest) if part
     )
+
+
+def _socketCount(count: int) -> str:
+    """
+    C{"1 socket was"}, C{"2 sockets were"}.
+    """
+    return "1 socket was" if count == 1 else f"{count} sockets were"
+
+
+def _indexRange(count: int) -> str:
+    """
+    Say which indexes C{count} sockets passed allow.
+    """
+    allowed = "must be 0" if count == 1 else f"may be 0 to {count - 1}"
+    return f"{_socketCount(count)} passed (LISTEN_FDS={count}), so index {allowed}"
+
+
+def systemdIndexDescriptor(
+    description: str, sockets: SystemdSockets
+) -> tuple[int, socket.AddressFamily] | None:
+    """
+    The inherited file descriptor a C{systemd:domain=...:index=N} description
+    names when Twisted cannot adopt it: sockets were passed without names
+    (C{LISTEN_FDNAMES} unset), which Twisted ignores.
+
+    @return: The descriptor and the domain's address family, or C{None} if
+        Twisted is to handle
+        C{description}: it is no C{systemd:} description with a known
+        domain and a decimal C{index} alone, the sockets have names, or none
+        were passed.
+    @raise ValueError: If C{index} is beyond the sockets passed, in one
+        line saying how many were.
+    """
+    arguments = _systemdArguments(description)
+    if arguments is None or sockets.names is not None or not sockets.descriptors:
+        return None
+    index, domain = arguments.get("index"), arguments.get("domain", "")
+    if index is None or not index.isdecimal() or "name" in arguments:
+        return None
+    family = _SYSTEMD_DOMAINS.get(domain)
+    if family is None:
+        return None
+    count = len(sockets.descriptors)
+    if int(index) >= count:
+        raise ValueError(
+            f"no socket inherited at index {int(index)}: {_indexRange(count)}"
+        )
+    return sockets.descriptors[int(index)], family
+
+
+def systemdActivationHint(
+    description: str, sockets: SystemdSockets | None = None
+) -> str | None:
+    """
+    Say, in one line, why a well-formed C{systemd:} description found no
+    inherited socket, and what the process needs.
+
+    Twisted adopts sockets passed by systemd by name or index only when
+    C{LISTEN_FDS}, C{LISTEN_PID} I{and} C{LISTEN_FDNAMES} are all set
+    (systemd 227 and later set all three; C{systemd-socket-activate} sets
+    C{LISTEN_FDNAMES} only when given C{--fdname}); tcpcomm adopts them by
+    index without names (L{systemdIndexDescriptor}).
+
+    @param description: A server endpoint description that Twisted refused.
+    @param sockets: The sockets this process was passed; by default those
+        L{SystemdSockets.fromEnvironment} finds.
+    @return: The explanation, or C{None} if C{description} is not a
+        C{systemd:} description with exactly one of a decimal C{index} or a
+        C{name} (Twisted's own message then says what is wrong).
+    """
+    arguments = _systemdArguments(description)
+    if arguments is None:
+        return None
     domain = arguments.get("domain", "")
-    if not hasattr(socket, f"AF_{domain}"):
+    if domain not in _SYSTEMD_DOMAINS:
         return f"unknown domain {domain!r}: use INET, INET6 or UNIX"
     index, name = arguments.get("index"), arguments.get("name")
     if index is not None and name is None and index.isdecimal():
-        which = f"at index {index}"
+        which = f"at index {int(index)}"
     elif name is not None and index is None:
         which = f"named {name!r}"
     else:
         return None
-    return (
-        f"no socket inherited {which}: start tcpcomm from a systemd socket"
-        " unit, or with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES all set"
-        " (Twisted ignores inherited sockets without LISTEN_FDNAMES;"
-        " systemd-socket-activate sets it with --fdname=NAME)"
-    )
+    if sockets is None:
+        sockets = SystemdSockets.fromEnvironment()
+    count = len(sockets.descriptors)
+    if not count:
+        reason = (
+            "none were passed to this process (LISTEN_FDS and LISTEN_PID are"
+            " not set for it): start tcpcomm from a systemd socket unit or"
+            " under systemd-socket-activate"
+        )
+    elif sockets.names is None:
+        # Only a name can get here: an index is adopted without names.
+        reason = (
+            f"{_socketCount(count)} passed without names (LISTEN_FDNAMES is"
+            " not set; systemd-socket-activate sets it with --fdname=NAME):"
+            " use index=N, from 0"
+        )
+    elif len(sockets.names) != count:
+        reason = (
+            f"LISTEN_FDNAMES names {len(sockets.names)} but LISTEN_FDS is"
+            f" {count}, so Twisted ignores them all"
+        )
+    elif name is not None:
+        reason = "the sockets passed are named " + ", ".join(
+            repr(n) for n in sockets.names
+        )
+    else:
+        reason = _indexRange(count)
+    return f"no socket inherited {which}: {reason}"
 
 
 def formatAddress(address: IAddress) -> str:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import importlib
 import os
 import select
+import socket
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from types import ModuleType
 from typing import Any, ClassVar
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
+from twisted.internet import fdesc
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IReactorCore
@@ -27,10 +30,12 @@ from tcpcomm.connection import ConnectionFactory
 from tcpcomm.echo import EchoFactory
 from tcpcomm.endpoints import (
     DEFAULT_BACKLOG,
+    SystemdSockets,
     checkPortNumber,
     checkTLSAvailable,
     serverEndpointDescription,
     systemdActivationHint,
+    systemdIndexDescriptor,
 )
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
 from tcpcomm.line import (
@@ -49,6 +54,7 @@ from tcpcomm.workers import (
     checkPortsBindable,
     checkWorkerOptions,
     failStartup,
+    inheritedPortServices,
     workerCount,
     workerDescriptors,
     workerServices,
@@ -406,6 +412,9 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        # The systemd: ports tcpcomm adopts itself: their descriptors and
+        # address families.
+        self["systemd-fds"] = {}
         # The options given on the command line, in order, so that an option
         # of another mode is refused even when given at its default value.
         # usage.Options has no hook for this; its dispatch table (one entry
@@ -438,10 +447,20 @@ class Options(usage.Options):
             checkPortNumber(normalized)
         except ValueError as e:
             raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
+        sockets = SystemdSockets.fromEnvironment()
+        try:
+            adopted = systemdIndexDescriptor(normalized, sockets)
+        except ValueError as e:
+            raise usage.UsageError(f"--port {description}: {e}") from None
+        if adopted is not None:
+            # Passed without names: Twisted would ignore it.
+            self["systemd-fds"][normalized] = adopted
+            self["ports"].append(normalized)
+            return
         try:
             _checkEndpoint(description, normalized)
         except usage.UsageError:
-            hint = systemdActivationHint(normalized)
+            hint = systemdActivationHint(normalized, sockets)
             if hint is None:
                 raise
             raise usage.UsageError(f"--port {description}: {hint}") from None
@@ -452,7 +471,9 @@ class Options(usage.Options):
         "Listen on this endpoint; repeat to listen on several. A bare number N"
         " means tcp:N; any Twisted server endpoint description works"
         " (tcp:8000:interface=127.0.0.1, tcp6:8000, unix:/path/sock,"
-        " ssl:8443:privateKey=key.pem:certKey=cert.pem). Default: tcp:8000."
+        " ssl:8443:privateKey=key.pem:certKey=cert.pem,"
+        " systemd:domain=INET:index=0 or :name=NAME for a socket systemd"
+        " passes). Default: tcp:8000."
     )
 
     opt_p = opt_port
@@ -735,6 +756,33 @@ def _bindsLater(config: usage.Options) -> bool:
     )
 
 
+_STAND_INS = {socket.AF_INET: "tcp:0", socket.AF_INET6: "tcp6:0"}
+"""
+Endpoint descriptions that say what kind of socket an inherited one of an
+address family is, for L{inheritedPortServices} (which adopts the socket
+instead of listening where they say).
+"""
+
+
+def _adoptedService(
+    reactor: Any,
+    adopted: tuple[int, socket.AddressFamily],
+    factory: ConnectionFactory,
+) -> IService:
+    """
+    Serve C{factory} on the listening socket C{adopted} gives the file
+    descriptor and address family of.
+    """
+    fd, family = adopted
+    with suppress(OSError):  # a bad descriptor is reported as it is adopted
+        # systemd passes blocking sockets: one would block the reactor in
+        # accept().
+        fdesc.setNonBlocking(fd)
+    standIn = _STAND_INS.get(family, f"unix:inherited-descriptor-{fd}")
+    [service] = inheritedPortServices(reactor, [standIn], [fd], factory)
+    return service
+
+
 def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> IService:
     """
     Build a service listening on every C{--port} with one shared factory.
@@ -765,7 +813,14 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         for service in workerServices(reactor, config, factory):
             service.setServiceParent(parent)
         return parent
+    adopted: dict[str, tuple[int, socket.AddressFamily]]
+    adopted = config.get("systemd-fds", {})
     for description in config["ports"]:
+        if description in adopted:
+            # A socket systemd passed without names (see Options.opt_port).
+            inherited = adopted[description]
+            parent.addPort(description, _adoptedService(reactor, inherited, factory))
+            continue
         # strports makes a busy port fail start-up instead of being logged;
         # TCP ports get write-through connections (tcpcomm.transport).
         service = strports.service(

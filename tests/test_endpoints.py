@@ -4,18 +4,23 @@ Tests for L{tcpcomm.endpoints}.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tcpcomm.endpoints import (
     DEFAULT_BACKLOG,
     DEFAULT_UNIX_MODE,
+    SystemdSockets,
     checkTLSAvailable,
     formatAddress,
     serverEndpointDescription,
     systemdActivationHint,
+    systemdIndexDescriptor,
 )
 
 
@@ -171,33 +176,213 @@ class CheckTLSAvailableTests(SynchronousTestCase):
             )
 
 
+class SystemdSocketsTests(SynchronousTestCase):
+    """
+    L{SystemdSockets.fromEnvironment} reads what systemd passed.
+    """
+
+    def test_withoutNames(self) -> None:
+        """
+        C{LISTEN_FDS} sockets from descriptor 3, and no names when
+        C{LISTEN_FDNAMES} is unset or empty.
+        """
+        for extra in ({}, {"LISTEN_FDNAMES": ""}):
+            sockets = SystemdSockets.fromEnvironment(
+                {"LISTEN_FDS": "2", "LISTEN_PID": "42", **extra}, 42
+            )
+            self.assertEqual(list(sockets.descriptors), [3, 4])
+            self.assertIsNone(sockets.names)
+
+    def test_withNames(self) -> None:
+        """
+        C{LISTEN_FDNAMES} is split at colons.
+        """
+        sockets = SystemdSockets.fromEnvironment(
+            {"LISTEN_FDS": "2", "LISTEN_PID": "42", "LISTEN_FDNAMES": "web:admin"},
+            42,
+        )
+        self.assertEqual(sockets.names, ("web", "admin"))
+
+    def test_notThisProcess(self) -> None:
+        """
+        Sockets passed to another process, or a count that is no number,
+        are none of this process's.
+        """
+        for environ in (
+            {"LISTEN_FDS": "1", "LISTEN_PID": "41"},
+            {"LISTEN_FDS": "1"},
+            {"LISTEN_FDS": "x", "LISTEN_PID": "42"},
+            {"LISTEN_FDS": "-1", "LISTEN_PID": "42"},
+        ):
+            sockets = SystemdSockets.fromEnvironment(environ, 42)
+            self.assertEqual(len(sockets.descriptors), 0, environ)
+
+    def test_hugeCountCostsNothing(self) -> None:
+        """
+        A huge C{LISTEN_FDS} is counted, not listed descriptor by descriptor.
+        """
+        sockets = SystemdSockets.fromEnvironment(
+            {"LISTEN_FDS": str(10**15), "LISTEN_PID": "42"}, 42
+        )
+        self.assertEqual(len(sockets.descriptors), 10**15)
+
+    def test_environmentAtExec(self) -> None:
+        """
+        C{LISTEN_FDS} and C{LISTEN_PID} are found after C{os.environ} lost
+        them, as it does when C{twisted.internet.endpoints} is imported.
+        """
+        if not os.path.exists("/proc/self/environ"):
+            raise SkipTest("no /proc/self/environ")
+        child = (
+            "import os, twisted.internet.endpoints;"
+            " from tcpcomm.endpoints import SystemdSockets;"
+            " assert 'LISTEN_FDS' not in os.environ;"
+            " print(list(SystemdSockets.fromEnvironment().descriptors))"
+        )
+        # Set LISTEN_PID to the PID the child will have, then exec it.
+        parent = (
+            "import os, sys;"
+            " os.environ['LISTEN_PID'] = str(os.getpid());"
+            " os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", parent, child],
+            env={**os.environ, "LISTEN_FDS": "2"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        self.assertEqual(result.stdout, "[3, 4]\n", result.stderr)
+
+
+class SystemdIndexDescriptorTests(SynchronousTestCase):
+    """
+    L{systemdIndexDescriptor} finds sockets passed without names by index.
+    """
+
+    unnamed = SystemdSockets(range(3, 5))
+
+    def test_byIndex(self) -> None:
+        """
+        C{index=N} is descriptor 3+N, with the domain's address family.
+        """
+        for description, expected in (
+            ("systemd:domain=INET:index=0", (3, socket.AF_INET)),
+            ("systemd:domain=INET6:index=1", (4, socket.AF_INET6)),
+            ("systemd:domain=UNIX:index=0", (3, socket.AF_UNIX)),
+        ):
+            self.assertEqual(
+                systemdIndexDescriptor(description, self.unnamed), expected
+            )
+
+    def test_beyondThoseInherited(self) -> None:
+        """
+        An index beyond the sockets passed is refused in one line saying how
+        many were.
+        """
+        error = self.assertRaises(
+            ValueError,
+            systemdIndexDescriptor,
+            "systemd:domain=INET:index=2",
+            self.unnamed,
+        )
+        self.assertEqual(
+            str(error),
+            "no socket inherited at index 2: 2 sockets were passed"
+            " (LISTEN_FDS=2), so index may be 0 to 1",
+        )
+
+    def test_leftToTwisted(self) -> None:
+        """
+        Named sockets, no sockets, C{name=}, unknown domains and other kinds
+        are left to Twisted (C{None}).
+        """
+        named = SystemdSockets(range(3, 4), ("web",))
+        for description, sockets in (
+            ("systemd:domain=INET:index=0", named),
+            ("systemd:domain=INET:index=0", SystemdSockets()),
+            ("systemd:domain=INET:name=web", self.unnamed),
+            ("systemd:domain=INET:index=0:name=web", self.unnamed),
+            ("systemd:domain=INET:index=x", self.unnamed),
+            ("systemd:domain=PACKET:index=0", self.unnamed),
+            ("tcp:8000", self.unnamed),
+        ):
+            self.assertIsNone(systemdIndexDescriptor(description, sockets))
+
+
 class SystemdActivationHintTests(SynchronousTestCase):
     """
     L{systemdActivationHint} explains a C{systemd:} port with no socket.
     """
 
-    def test_indexAndName(self) -> None:
+    def test_nonePassed(self) -> None:
         """
-        An index or a name is named, with the variables a process needs.
+        With no socket passed, an index or a name is named, and how to pass
+        one.
         """
         for description, which in (
             ("systemd:domain=INET:index=0", "at index 0"),
             ("systemd:domain=UNIX:name=web", "named 'web'"),
         ):
-            hint = systemdActivationHint(description)
+            self.assertEqual(
+                systemdActivationHint(description, SystemdSockets()),
+                f"no socket inherited {which}: none were passed to this process"
+                " (LISTEN_FDS and LISTEN_PID are not set for it): start tcpcomm"
+                " from a systemd socket unit or under systemd-socket-activate",
+            )
+
+    def test_nameWithoutNames(self) -> None:
+        """
+        A name, when the sockets were passed without names, points to
+        C{LISTEN_FDNAMES} and to C{index}.
+        """
+        self.assertEqual(
+            systemdActivationHint(
+                "systemd:domain=INET:name=web", SystemdSockets(range(3, 4))
+            ),
+            "no socket inherited named 'web': 1 socket was passed without names"
+            " (LISTEN_FDNAMES is not set; systemd-socket-activate sets it with"
+            " --fdname=NAME): use index=N, from 0",
+        )
+
+    def test_namedSockets(self) -> None:
+        """
+        With named sockets, a missing name lists the names, an index beyond
+        them says how many there are, and names that do not match the count
+        are pointed out.
+        """
+        named = SystemdSockets(range(3, 5), ("web", "admin"))
+        for description, sockets, reason in (
+            (
+                "systemd:domain=INET:name=api",
+                named,
+                "the sockets passed are named 'web', 'admin'",
+            ),
+            (
+                "systemd:domain=INET:index=2",
+                named,
+                "2 sockets were passed (LISTEN_FDS=2), so index may be 0 to 1",
+            ),
+            (
+                "systemd:domain=INET:index=1",
+                SystemdSockets(range(3, 5), ("web",)),
+                "LISTEN_FDNAMES names 1 but LISTEN_FDS is 2, so Twisted ignores"
+                " them all",
+            ),
+        ):
+            hint = systemdActivationHint(description, sockets)
             assert hint is not None
-            self.assertTrue(hint.startswith(f"no socket inherited {which}: "), hint)
-            self.assertIn("LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES", hint)
-            self.assertIn("--fdname=NAME", hint)
+            self.assertEqual(hint.partition(": ")[2], reason)
 
     def test_unknownDomain(self) -> None:
         """
-        A domain with no C{AF_} constant is named.
+        A domain other than INET, INET6 and UNIX is named.
         """
-        self.assertEqual(
-            systemdActivationHint("systemd:domain=NOPE:index=0"),
-            "unknown domain 'NOPE': use INET, INET6 or UNIX",
-        )
+        for domain in ("NOPE", "PACKET"):
+            self.assertEqual(
+                systemdActivationHint(f"systemd:domain={domain}:index=0"),
+                f"unknown domain {domain!r}: use INET, INET6 or UNIX",
+            )
 
     def test_nothingToSay(self) -> None:
         """
