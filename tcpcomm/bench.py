@@ -36,7 +36,6 @@ import gc
 import json
 import os
 import random
-import re
 import select
 import selectors
 import socket
@@ -48,6 +47,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
+
+from tcpcomm.hostport import splitHostPort
 
 __all__ = [
     "INTERRUPTED",
@@ -197,10 +198,6 @@ class Target:
         return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
 
-_SHORTHAND = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]=]+)):(?P<port>\d+)$")
-_ENDPOINT_KINDS = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
-
-
 def _splitDescription(text: str) -> tuple[list[str], dict[str, str]]:
     """
     Split the arguments of a Twisted endpoint description (what follows
@@ -265,10 +262,10 @@ def parseEndpoint(text: str) -> Target:
         and malformed descriptions.
     """
     stripped = text.strip()
-    match = _SHORTHAND.match(stripped)
-    if match and (match["v6"] or match["host"].lower() not in _ENDPOINT_KINDS):
-        host = match["v6"] or match["host"]
-        return Target(stripped, host=host, port=_port(match["port"], text))
+    shorthand = splitHostPort(stripped)
+    if shorthand is not None:
+        host, port = shorthand
+        return Target(stripped, host=host, port=_port(port, text))
     kind, colon, rest = stripped.partition(":")
     kind = kind.strip().lower()
     if kind in ("tls", "ssl"):

@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from tcpcomm.certificates import escapeDescription
 from tcpcomm.endpoints import checkTLSAvailable
+from tcpcomm.hostport import splitHostPort
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -45,8 +46,6 @@ DEFAULT_TIMEOUT = 30.0
 Seconds an exchange may take by default.
 """
 
-_SHORTHAND = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]=]+)):(?P<port>\d+)$")
-_ENDPOINT_KINDS = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
 _USAGE = " (use HOST:PORT or a Twisted client endpoint description)"
 
 
@@ -72,10 +71,10 @@ def clientEndpoint(reactor: Any, text: str) -> IStreamClientEndpoint:
     @raise ValueError: If C{text} is neither, or names a port outside
         1-65535, with a readable message that names C{text}.
     """
-    match = _SHORTHAND.match(text.strip())
-    if match and (match["v6"] or match["host"].lower() not in _ENDPOINT_KINDS):
-        host = match["v6"] or match["host"]
-        return HostnameEndpoint(reactor, host, _checkPort(match["port"], text))
+    shorthand = splitHostPort(text)
+    if shorthand is not None:
+        host, port = shorthand
+        return HostnameEndpoint(reactor, host, _checkPort(port, text))
     if ":" not in text:
         raise ValueError(f"bad endpoint {text!r}: no port given{_USAGE}")
     checkTLSAvailable(text)
@@ -83,9 +82,9 @@ def clientEndpoint(reactor: Any, text: str) -> IStreamClientEndpoint:
         endpoint: IStreamClientEndpoint = clientFromString(reactor, _bracketedTLS(text))
     except Exception as e:
         raise ValueError(f"bad endpoint {text!r}: {_parseProblem(e)}{_USAGE}") from None
-    port = _innermost(endpoint, "_port")
-    if isinstance(port, int):
-        _checkPort(str(port), text)
+    portNumber = _innermost(endpoint, "_port")
+    if isinstance(portNumber, int):
+        _checkPort(str(portNumber), text)
     return endpoint
 
 
