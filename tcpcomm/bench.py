@@ -402,6 +402,18 @@ def firstDifference(expected: bytes | memoryview, got: bytes | memoryview) -> in
     return min(len(expected), len(got))
 
 
+def _quoteErrorLine(received: memoryview) -> str:
+    """
+    If C{received} starts with a line server's C{ERROR} line (a line over
+    its limit, too many connections), C{"; the server answered '…'"}
+    quoting it, for the error message; else C{""}.
+    """
+    if received[:6].tobytes() != b"ERROR ":
+        return ""
+    text = bytes(received[:200]).split(b"\n", 1)[0].rstrip(b"\r")
+    return f"; the server answered {text.decode('ascii', 'backslashreplace')!r}"
+
+
 def splitConnections(connections: int, processes: int) -> list[tuple[int, int]]:
     """
     Split C{connections} as evenly as can be among C{processes}: a
@@ -907,6 +919,7 @@ class _Generator:
             f" {offset} (line {line + 1}, byte {column + 1} of {self.size}):"
             f" expected {bytes(expected[index : index + 1])!r},"
             f" got {bytes(got[index : index + 1])!r}"
+            + _quoteErrorLine(got[index - min(index, column) :])
         )
 
     def _extra(self, connection: _Connection, received: int) -> BenchError:

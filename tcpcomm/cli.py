@@ -340,6 +340,7 @@ class _Upstream(Protocol):
         self.serverFinished = False
         self._silence: IDelayedCall | None = None
         self._deadline: IDelayedCall | None = None
+        self._handshake: IDelayedCall | None = None
         self._code: int | None = None
         self._sent = 0
         self._received = 0
@@ -363,6 +364,10 @@ class _Upstream(Protocol):
         # a full stdout pauses reading the socket.
         self.transport.registerProducer(self.stdio, True)
         self.stdio.registerProducer(self.transport, True)
+        if isTLS(self.transport):
+            # Until the handshake ends, the TLS transport holds standard
+            # input, whose end starts the silence timer: time it on its own.
+            self._handshake = self.reactor.callLater(self.timeout, self._silent)
 
     _stdinEnded = False
     _handshakeDone = False
@@ -372,6 +377,8 @@ class _Upstream(Protocol):
         TLS is up: a half-close that waited for it can go out now.
         """
         self._handshakeDone = True
+        if self._handshake is not None and self._handshake.active():
+            self._handshake.cancel()
         if self._stdinEnded and not self._lost:
             halfClose(self.transport)
 
@@ -420,8 +427,14 @@ class _Upstream(Protocol):
         self._silence = self.reactor.callLater(self.timeout, self._silent)
 
     def _silent(self) -> None:
-        self._silence = self._deadline = None
-        self._decide(1, f"timed out after {self.timeout:g} s waiting for {self.where}")
+        self._silence = self._deadline = self._handshake = None
+        waitingFor = self.where
+        if not self._handshakeDone and isTLS(self.transport):
+            # Such as a line server holding a ClientHello with no line end.
+            waitingFor = (
+                f"the TLS handshake with {self.where} (not a TLS port? use HOST:PORT)"
+            )
+        self._decide(1, f"timed out after {self.timeout:g} s waiting for {waitingFor}")
         self.transport.abortConnection()
 
     def _cancelled(self, done: Deferred[int]) -> None:
@@ -443,7 +456,7 @@ class _Upstream(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
-        for timer in (self._silence, self._deadline):
+        for timer in (self._silence, self._deadline, self._handshake):
             if timer is not None and timer.active():
                 timer.cancel()
         if not (self.serverFinished or reason.check(ConnectionDone)):

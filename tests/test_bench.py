@@ -948,6 +948,23 @@ class BenchCommandTests(TestCase):
         self.assertIs(report["verified"], False)
         self.assertEqual(report["errors"], 1)
 
+    async def test_serverErrorLineQuoted(self) -> None:
+        """
+        A line server that answers an C{ERROR} line instead of the echo (a
+        line over its limit): the error line quotes it.
+        """
+        server = startServer(self, LineFactory(maxLineLength=100))
+        result = await runCli(
+            self,
+            ["bench", address(server), "--mode", "pingpong", "--size", "200"],
+        )
+        assertOneError(
+            self,
+            result,
+            "connection #",
+            "the server answered 'ERROR line too long (limit 100 bytes)'",
+        )
+
     async def test_refused(self) -> None:
         """
         A port nobody listens on: status 1 and one error line saying refused

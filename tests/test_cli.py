@@ -965,6 +965,29 @@ class ConnectionProblemTests(TestCase):
             )
             self.assertEqual(result.stdout, b"")
 
+    async def test_tlsHandshakeNeverEnds(self) -> None:
+        """
+        C{tls:} to a server that accepts and never answers (a plain port
+        waiting for a line end): C{send} and C{connect} end after
+        C{--timeout}, saying the TLS handshake never finished and hinting at
+        a plain C{HOST:PORT}; C{connect} used to wait for the server forever.
+        """
+        server = startServer(self, Factory.forProtocol(Protocol))
+        where = f"tls:{address(server)}"
+        for command in ("connect", "send"):
+            args = [command, "--timeout", SHORT_TIMEOUT, where]
+            if command == "send":
+                args.append("hello")
+            result = await runCli(self, args, b"hello\n")
+            assertOneError(
+                self,
+                result,
+                f"timed out after {SHORT_TIMEOUT} s waiting for the TLS handshake"
+                f" with {where} (not a TLS port? use HOST:PORT)",
+            )
+
+    test_tlsHandshakeNeverEnds.timeout = 20  # type: ignore[attr-defined]
+
     async def test_nothingSentNothingAnswered(self) -> None:
         """
         C{connect} with empty standard input to a server that closes
