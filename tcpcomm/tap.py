@@ -738,6 +738,43 @@ def raiseFileLimit(wanted: int) -> None:
         )
 
 
+def checkRunnerFiles(runner: usage.Options) -> None:
+    """
+    Check that the log file and PID file twistd is about to write (after
+    this, and after it forks into a daemon) can be written, so that a
+    missing directory or a denied permission is one line on the terminal
+    rather than twistd's traceback.
+
+    @param runner: twistd's (or twist's) options.
+    @raise SystemExit: With one readable line, if one cannot be written.
+    """
+    for option, what in (("logfile", "log file"), ("pidfile", "PID file")):
+        path = runner.get(option)
+        if not path or path == "-":
+            continue
+        problem = _cannotWrite(path)
+        if problem is not None:
+            raise SystemExit(
+                f"twistd tcpcomm: error: cannot write the {what} {path!r}: {problem}"
+            )
+
+
+def _cannotWrite(path: str) -> str | None:
+    """
+    Why the file C{path} could not be opened for writing, or C{None}.
+    """
+    if os.path.isdir(path):
+        return "it is a directory"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "permission denied"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return "no such directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "permission denied"
+    return None
+
+
 def _bindsLater(config: usage.Options) -> bool:
     """
     Whether C{config} is a server's that twistd (or twist) is about to
@@ -796,11 +833,12 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    if _bindsLater(config):
+    if config.parent is not None and _bindsLater(config):
         # twistd binds after it has forked into a daemon and started
         # logging, where a failure could not be one line on the terminal;
         # twist binds in startService, without our one-line report.
         checkPortsBindable(config["ports"])
+        checkRunnerFiles(config.parent)
     if config.get("workers", 1) > 1:
         # A supervisor holding the ports for worker processes (tcpcomm.workers).
         return WorkerSupervisor.fromOptions(config, reactor)

@@ -484,9 +484,28 @@ class _ProbingReactor:
     """
     A reactor as Twisted's server endpoints see it, whose C{listenTCP},
     C{listenSSL} and C{listenUNIX} check that the port could be bound
-    now, quietly (Twisted's ports log as they listen and close), and bind
-    nothing that stays bound.
+    now, quietly (Twisted's ports log as they listen and close).  The
+    probes stay bound until L{close}, so that two ports that clash with
+    each other are found too.
     """
+
+    def __init__(self) -> None:
+        self._probes: list[socket.socket] = []
+        self._paths: list[str] = []
+
+    def close(self) -> None:
+        """
+        Unbind every probe, and remove the socket files they made.
+        """
+        for probe in self._probes:
+            probe.close()
+        for path in self._paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._probes.clear()
+        self._paths.clear()
 
     def listenTCP(
         self,
@@ -504,11 +523,12 @@ class _ProbingReactor:
                 address = socket.getaddrinfo(
                     interface, port, 0, 0, 0, socket.AI_NUMERICHOST
                 )[0][4]
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                # As Twisted's ports do.
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind(address)
-                probe.listen(backlog)
+            probe = socket.socket(family, socket.SOCK_STREAM)
+            self._probes.append(probe)
+            # As Twisted's ports do.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+            probe.listen(backlog)
         except OSError as e:
             raise CannotListenError(interface, port, e) from None
 
@@ -542,9 +562,10 @@ class _ProbingReactor:
         try:
             # Under the lock, Twisted replaces a socket file left behind.
             if lock is None or not os.path.exists(path):
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                    probe.bind(path)
-                os.unlink(path)
+                probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self._probes.append(probe)
+                probe.bind(path)
+                self._paths.append(path)
         finally:
             if lock is not None:
                 lock.unlock()
@@ -562,21 +583,24 @@ def checkPortsBindable(descriptions: Sequence[str]) -> None:
     @raise SystemExit: With one readable line, if a port cannot be bound.
     """
     probing = _ProbingReactor()
-    for description in descriptions:
-        if _kind(description) not in SHAREABLE_KINDS:
-            continue
-        results: list[object] = []
-        try:
-            endpoint = serverFromString(probing, description)
-            endpoint.listen(_NoConnections()).addBoth(results.append)
-            [result] = results
-            if isinstance(result, Failure):
-                result.raiseException()
-        except Exception as e:
-            message = cannotListenMessage(description, e)
-            if message is None:
-                raise
-            raise SystemExit(message) from None
+    try:
+        for description in descriptions:
+            if _kind(description) not in SHAREABLE_KINDS:
+                continue
+            results: list[object] = []
+            try:
+                endpoint = serverFromString(probing, description)
+                endpoint.listen(_NoConnections()).addBoth(results.append)
+                [result] = results
+                if isinstance(result, Failure):
+                    result.raiseException()
+            except Exception as e:
+                message = cannotListenMessage(description, e)
+                if message is None:
+                    raise
+                raise SystemExit(message) from None
+    finally:
+        probing.close()
 
 
 def _removeOwnPIDFile(path: str | None) -> None:

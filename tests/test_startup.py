@@ -177,6 +177,27 @@ class DaemonStartupTests(SynchronousTestCase):
             )
         assertOneErrorLine(self, child, "Couldn't listen", str(busy))
 
+    def test_unwritableRunnerFiles(self) -> None:
+        """
+        A log file or PID file in a missing directory, or a log file that
+        is a directory, is one line on standard error and status 1, before
+        anything is bound or forked.
+        """
+        cwd = temporaryDirectory(self)
+        port = f"tcp:{freePort()}:interface=127.0.0.1"
+        for runnerOptions, detail in (
+            (["-n", "--logfile", "/nonexistent/t.log"], "no such directory"),
+            (["-n", "--logfile", "."], "it is a directory"),
+            (["--pidfile", "/nonexistent/t.pid", "--logfile", "t.log"], "PID file"),
+        ):
+            child = runToEnd(
+                self,
+                [*twistdCommand(), *runnerOptions, "tcpcomm", "--port", port],
+                cwd,
+            )
+            assertOneErrorLine(self, child, "cannot write the", detail)
+        self.assertEqual(os.listdir(cwd), [])
+
     def test_busyPortForeground(self) -> None:
         """
         In the foreground, logging to standard output, a busy port is one
@@ -300,6 +321,21 @@ class CheckPortsBindableTests(SynchronousTestCase):
                 "Couldn't listen",
                 str(busy),
             )
+
+    def test_portsClashingWithEachOther(self) -> None:
+        """
+        Two ports that clash with each other (the same TCP port twice, the
+        same UNIX path twice) are refused in one line, though each alone
+        could be bound; nothing stays bound or behind.
+        """
+        port = freePort()
+        tcp = f"tcp:{port}:interface=127.0.0.1"
+        self.assertOneLine([tcp, tcp], "Couldn't listen", str(port))
+        directory = temporaryDirectory(self)
+        unix = f"unix:{directory}/s.sock:lockfile=0"
+        self.assertOneLine([unix, unix], "s.sock")
+        self.assertEqual(os.listdir(directory), [])
+        checkPortsBindable([tcp, unix])
 
     def test_freeLeftUnbound(self) -> None:
         """
