@@ -27,6 +27,7 @@ __all__ = [
     "SystemdSockets",
     "checkTLSAvailable",
     "formatAddress",
+    "portFields",
     "serverEndpointDescription",
     "startEnvironment",
     "systemdActivationHint",
@@ -109,6 +110,21 @@ _PORT_KINDS = frozenset({"tcp", "tcp6", "ssl"})
 _FIELD_SEPARATOR = re.compile(r"(?<!\\):")
 
 
+def portFields(description: str) -> tuple[str | None, str]:
+    """
+    The port (as written) and the interface (C{""}: every one) of a
+    C{tcp:}, C{tcp6:} or C{ssl:} server endpoint description; the port is
+    C{None} for other kinds or when none is written.
+    """
+    kind, *fields = _FIELD_SEPARATOR.split(description.strip())
+    if kind.strip().lower() not in _PORT_KINDS:
+        return None, ""
+    positional = [f for f in fields if "=" not in f]
+    named = dict(f.partition("=")[::2] for f in fields if "=" in f)
+    port = (positional or [named.get("port")])[0]
+    return port, named.get("interface", "")
+
+
 def checkPortNumber(description: str) -> None:
     """
     Make sure the port number of a C{tcp:}, C{tcp6:} or C{ssl:} server
@@ -116,12 +132,7 @@ def checkPortNumber(description: str) -> None:
 
     @raise ValueError: If it is not, naming it.
     """
-    kind, *fields = _FIELD_SEPARATOR.split(description.strip())
-    if kind.strip().lower() not in _PORT_KINDS:
-        return
-    positional = [f for f in fields if "=" not in f]
-    named = [f.partition("=")[2] for f in fields if f.startswith("port=")]
-    number = (positional or named or [None])[0]
+    number = portFields(description)[0]
     if number is None:
         return
     if not (number.isdigit() and int(number) <= 65535):

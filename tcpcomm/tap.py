@@ -33,11 +33,13 @@ from tcpcomm.endpoints import (
     SystemdSockets,
     checkPortNumber,
     checkTLSAvailable,
+    portFields,
     serverEndpointDescription,
     systemdActivationHint,
     systemdIndexDescriptor,
 )
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
+from tcpcomm.hostport import splitHostPort
 from tcpcomm.line import (
     DEFAULT_MAX_PENDING_BYTES,
     DELIMITERS,
@@ -535,6 +537,11 @@ class Options(usage.Options):
                 self["upstreamEndpoint"] = clientEndpoint(reactor, self["upstream"])
             except ValueError as e:
                 raise usage.UsageError(f"--upstream: {e}") from None
+            if upstreamIsOwnPort(self["upstream"], self["ports"]):
+                raise usage.UsageError(
+                    f"--upstream {self['upstream']} is this server's own port:"
+                    " every line would go round forever"
+                )
         if self["handler"] is not None:
             try:
                 self["handlerObject"] = loadHandler(self["handler"], os.getcwd())
@@ -558,6 +565,31 @@ def _noForegroundPIDFile(twistd: usage.Options) -> None:
     # the command line is another string, even if it is "twistd.pid".
     if twistd["pidfile"] is twistd.defaults.get("pidfile"):
         twistd["pidfile"] = ""
+
+
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
+
+
+def upstreamIsOwnPort(upstream: str, ports: Sequence[str]) -> bool:
+    """
+    Whether the relay's C{upstream}, as C{HOST:PORT} on this host, is one of
+    the server's own C{ports} (listening on every interface or on that
+    host): a relay to itself would send every line round forever.
+    """
+    shorthand = splitHostPort(upstream)
+    if shorthand is None:
+        return False
+    host, port = shorthand
+    if host.lower() not in _LOCAL_HOSTS and not host.startswith("127."):
+        return False
+    for description in ports:
+        ownPort, interface = portFields(description)
+        if ownPort is not None and ownPort.isdigit() and int(ownPort) == int(port):
+            if interface in ("", "0.0.0.0", "::", host) or (
+                host.lower() == "localhost" and interface in ("127.0.0.1", "::1")
+            ):
+                return True
+    return False
 
 
 def _checkEndpoint(typed: str, description: str) -> None:

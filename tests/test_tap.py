@@ -46,6 +46,7 @@ from tcpcomm.tap import (
     loadHandler,
     makeFactory,
     makeService,
+    upstreamIsOwnPort,
 )
 from tests.test_limits import connectFrom
 from tests.test_plugin import Child, runToEnd, temporaryDirectory
@@ -1325,3 +1326,34 @@ class UnixSocketModeTests(TestCase):
         """
         self.assertEqual(self.listenedMode("unix:{path}:mode=600"), 0o600)
         self.assertEqual(self.listenedMode("unix:{path}:mode=666"), 0o666)
+
+
+class RelayToItselfTests(SynchronousTestCase):
+    """
+    A relay whose upstream is its own port is refused at start-up.
+    """
+
+    def test_ownPortRefused(self) -> None:
+        """
+        C{--upstream} naming this host and one of the server's own ports is
+        one line, naming the upstream.
+        """
+        message = usageError(
+            self,
+            ["--protocol", "relay", "--upstream", "localhost:8051", "--port", "8051"],
+        )
+        self.assertIn("--upstream localhost:8051 is this server's own port", message)
+
+    def test_whichUpstreamsAreOwn(self) -> None:
+        """
+        Only a local host on a port the server listens on (on every
+        interface, or on that host) counts.
+        """
+        ports = ["tcp:8051:interface=127.0.0.1", "tcp6:port=8052", "unix:/s"]
+        self.assertTrue(upstreamIsOwnPort("127.0.0.1:8051", ports))
+        self.assertTrue(upstreamIsOwnPort("localhost:8051", ports))
+        self.assertTrue(upstreamIsOwnPort("[::1]:8052", ports))
+        self.assertFalse(upstreamIsOwnPort("[::1]:8051", ports))
+        self.assertFalse(upstreamIsOwnPort("127.0.0.1:8053", ports))
+        self.assertFalse(upstreamIsOwnPort("example.com:8051", ports))
+        self.assertFalse(upstreamIsOwnPort("unix:path=/s", ports))
