@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpcomm.certificates import escapeDescription
-from tcpcomm.endpoints import checkTLSAvailable
+from tcpcomm.endpoints import checkTLSAvailable, describeParseProblem
 from tcpcomm.hostport import splitHostPort
 
 __all__ = [
@@ -81,7 +81,8 @@ def clientEndpoint(reactor: Any, text: str) -> IStreamClientEndpoint:
     try:
         endpoint: IStreamClientEndpoint = clientFromString(reactor, _bracketedTLS(text))
     except Exception as e:
-        raise ValueError(f"bad endpoint {text!r}: {_parseProblem(e)}{_USAGE}") from None
+        problem = describeParseProblem(e)
+        raise ValueError(f"bad endpoint {text!r}: {problem}{_USAGE}") from None
     portNumber = _innermost(endpoint, "_port")
     if isinstance(portNumber, int):
         _checkPort(str(portNumber), text)
@@ -110,29 +111,6 @@ def _bracketedTLS(text: str) -> str:
         f"tls:{escapeDescription(host)}:{port}{match['rest']}"
         f":endpoint={escapeDescription(inner)}"
     )
-
-
-_MISSING = re.compile(r"missing \d+ required positional argument: '(\w+)'")
-_UNKNOWN = re.compile(r"unexpected keyword argument '(\w+)'|present', \[(.*)\]")
-_NOT_NUMBER = re.compile(r"invalid literal for int\(\) with base 10: ('.*')")
-
-
-def _parseProblem(problem: BaseException) -> str:
-    """
-    Say why Twisted's endpoint parser refused a description, in words.
-    """
-    cause = problem.__cause__ or problem.__context__
-    for e in (problem, cause):
-        if isinstance(e, OSError) and e.errno is not None:
-            return f"{e.filename or 'a file'}: {os.strerror(e.errno).lower()}"
-    message = str(problem)
-    if found := _MISSING.search(message):
-        return f"no {found[1]} given"
-    if found := _UNKNOWN.search(message):
-        return f"unknown parameter {found[2] or repr(found[1])}"
-    if found := _NOT_NUMBER.search(message):
-        return f"{found[1]} is not a number"
-    return message or type(problem).__name__
 
 
 def _checkPort(port: str, text: str) -> int:

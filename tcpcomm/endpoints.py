@@ -26,6 +26,7 @@ __all__ = [
     "TLS_INSTALL_HINT",
     "SystemdSockets",
     "checkTLSAvailable",
+    "describeParseProblem",
     "formatAddress",
     "portFields",
     "serverEndpointDescription",
@@ -373,6 +374,30 @@ def systemdActivationHint(
     else:
         reason = _indexRange(count)
     return f"no socket inherited {which}: {reason}"
+
+
+_MISSING = re.compile(r"missing \d+ required positional argument: '(\w+)'")
+_UNKNOWN = re.compile(r"unexpected keyword argument '(\w+)'|present', \[(.*)\]")
+_NOT_NUMBER = re.compile(r"invalid literal for int\(\) with base 10: ('.*')")
+
+
+def describeParseProblem(problem: BaseException) -> str:
+    """
+    Say why Twisted's endpoint parser refused a description, in words
+    (not in the names of its private functions).
+    """
+    cause = problem.__cause__ or problem.__context__
+    for e in (problem, cause):
+        if isinstance(e, OSError) and e.errno is not None:
+            return f"{e.filename or 'a file'}: {os.strerror(e.errno).lower()}"
+    message = str(problem)
+    if found := _MISSING.search(message):
+        return f"no {found[1]} given"
+    if found := _UNKNOWN.search(message):
+        return f"unknown parameter {found[2] or repr(found[1])}"
+    if found := _NOT_NUMBER.search(message):
+        return f"{found[1]} is not a number"
+    return message or type(problem).__name__
 
 
 def formatAddress(address: IAddress) -> str:

@@ -33,6 +33,7 @@ from tcpcomm.endpoints import (
     SystemdSockets,
     checkPortNumber,
     checkTLSAvailable,
+    describeParseProblem,
     portFields,
     serverEndpointDescription,
     systemdActivationHint,
@@ -605,7 +606,7 @@ def _checkEndpoint(typed: str, description: str) -> None:
         serverFromString(reactor, description)
     except Exception as e:
         raise usage.UsageError(
-            f"bad endpoint {typed!r}: {e or type(e).__name__}"
+            f"bad endpoint {typed!r}: {describeParseProblem(e)}"
         ) from None
 
 

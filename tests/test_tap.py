@@ -304,6 +304,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("bad endpoint", message)
         self.assertIn("bogus", message)
 
+    def test_unknownEndpointParameter(self) -> None:
+        """
+        An endpoint parameter Twisted does not know is named in words, not
+        as the private parser function's complaint.
+        """
+        message = usageError(self, ["-p", "tcp:8000:bogus=1"])
+        self.assertIn("'tcp:8000:bogus=1': unknown parameter 'bogus'", message)
+        self.assertNotIn("_parse", message)
+
     def test_malformedEndpointPort(self) -> None:
         """
         A TCP endpoint whose port is not a number is refused, naming it.
