@@ -1290,12 +1290,13 @@ class SystemdOptionTests(SynchronousTestCase):
     def test_malformedLeftToTwisted(self) -> None:
         """
         A description with neither or both of C{index} and C{name}, or an
-        index that is no number, keeps Twisted's own explanation.
+        index that is no number, is explained as Twisted's parser says it,
+        in words.
         """
         for description, reason in (
             ("systemd:domain=INET", "Specify exactly one of descriptor index or name"),
             ("systemd:domain=INET:index=0:name=x", "Specify exactly one"),
-            ("systemd:domain=INET:index=x", "invalid literal for int()"),
+            ("systemd:domain=INET:index=x", "'x' is not a number"),
         ):
             message = usageError(self, ["--port", description])
             self.assertIn(f"bad endpoint {description!r}: {reason}", message)
