@@ -51,6 +51,7 @@ from tcpcomm.line import (
 from tcpcomm.relay import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, RelayFactory
 from tcpcomm.stopsignals import StopSignalGuard
 from tcpcomm.transport import writeThroughReactor
+from tcpcomm.twistedprivate import wrapOptionHandlers
 from tcpcomm.workers import (
     WorkerSupervisor,
     cannotListenMessage,
@@ -420,11 +421,8 @@ class Options(usage.Options):
         self["systemd-fds"] = {}
         # The options given on the command line, in order, so that an option
         # of another mode is refused even when given at its default value.
-        # usage.Options has no hook for this; its dispatch table (one entry
-        # per option, set up by __init__) is wrapped instead.
         self.given: list[str] = []
-        for name, handler in self._dispatch.items():
-            self._dispatch[name] = self._recording(name, handler)
+        wrapOptionHandlers(self, self._recording)
 
     def _recording(self, name: str, handler: Any) -> Any:
         """

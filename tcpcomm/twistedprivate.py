@@ -1,0 +1,32 @@
+# -*- test-case-name: tests.test_twistedprivate -*-
+"""
+The few places where tcpcomm relies on a private name of Twisted's, each
+behind one small named helper pinned by a test, so that a Twisted release
+that changes one breaks a test here rather than a user's server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.python import usage
+
+__all__ = ["wrapOptionHandlers"]
+
+
+def wrapOptionHandlers(options: usage.Options, wrap: Callable[[str, Any], Any]) -> None:
+    """
+    Replace the handler C{options} calls for each of its options, as
+    C{usage.Options.__init__} made it, with C{wrap(name, handler)}.
+
+    C{usage.Options} has no hook that sees every option given (flags,
+    parameters and C{opt_} methods alike); its private C{_dispatch} table,
+    one handler per option name (long and short), is the one place that
+    does.  A handler that is a C{usage.CoerceParameter} must be replaced
+    by one too: C{usage.Options} calls its C{dispatch} method, and other
+    handlers themselves.
+    """
+    dispatch: dict[str, Any] = options._dispatch
+    for name, handler in dispatch.items():
+        dispatch[name] = wrap(name, handler)
