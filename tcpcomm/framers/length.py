@@ -125,8 +125,8 @@ class LengthFieldFramer(BufferFramer):
 
         @param frame: Bytes holding the whole header from C{start} on.
         @return: The frame's whole length, header included.
-        @raise FramingError: If that length is shorter than the header or
-            than C{strip}, or over C{maxLength}.
+        @raise FramingError: If that length is shorter than the header (and
+            so than C{strip}), or over C{maxLength}.
         """
         fieldStart = start + self.offset
         value = int.from_bytes(frame[fieldStart : fieldStart + self.size], self.order)
@@ -136,10 +136,6 @@ class LengthFieldFramer(BufferFramer):
             raise FramingError(
                 f"length field {value} with adjust {self.adjust} gives a frame"
                 f" of {length} bytes, shorter than its {header}-byte header"
-            )
-        if length < self.strip:
-            raise FramingError(
-                f"frame of {length} bytes is shorter than strip {self.strip}"
             )
         if length > self.maxLength:
             raise frameTooLong(self.maxLength)
