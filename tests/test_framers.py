@@ -55,29 +55,24 @@ class CollectingNetstring(NetstringReceiver):
         self.received.append(string)
 
 
-class FramerTestMixin:
+def assertFailsWith(
+    testCase: SynchronousTestCase, framer: Framer, data: bytes, reason: str
+) -> FramingError:
     """
-    Helpers for the framer tests.
+    Feed C{data}, which must raise a L{FramingError} whose reason holds
+    C{reason}; then the framer must be dead.
+
+    @return: The error.
     """
-
-    def assertFailsWith(
-        self: SynchronousTestCase, framer: Framer, data: bytes, reason: str
-    ) -> FramingError:
-        """
-        Feed C{data}, which must raise a L{FramingError} whose reason holds
-        C{reason}; then the framer must be dead.
-
-        @return: The error.
-        """
-        error = self.assertRaises(FramingError, framer.feed, data)
-        self.assertIn(reason, error.reason)
-        self.assertEqual(framer.buffered, 0)
-        self.assertRaises(FramingError, framer.feed, b"x")
-        self.assertRaises(FramingError, framer.end)
-        return error
+    error: FramingError = testCase.assertRaises(FramingError, framer.feed, data)
+    testCase.assertIn(reason, error.reason)
+    testCase.assertEqual(framer.buffered, 0)
+    testCase.assertRaises(FramingError, framer.feed, b"x")
+    testCase.assertRaises(FramingError, framer.end)
+    return error
 
 
-class DelimiterFramerTests(FramerTestMixin, SynchronousTestCase):
+class DelimiterFramerTests(SynchronousTestCase):
     """
     L{DelimiterFramer} cuts frames at a byte sequence.
     """
@@ -130,8 +125,8 @@ class DelimiterFramerTests(FramerTestMixin, SynchronousTestCase):
         before it.
         """
         framer = DelimiterFramer(b"\x00", maxLength=3)
-        error = self.assertFailsWith(
-            framer, b"abc\x00abcd\x00x\x00", "longer than max 3"
+        error = assertFailsWith(
+            self, framer, b"abc\x00abcd\x00x\x00", "longer than max 3"
         )
         self.assertEqual(error.frames, [b"abc"])
 
@@ -140,7 +135,7 @@ class DelimiterFramerTests(FramerTestMixin, SynchronousTestCase):
         Bytes that prove their frame over max are an error before any
         delimiter arrives.
         """
-        self.assertFailsWith(DelimiterFramer(b"\x00", 3), b"abcd", "longer than max")
+        assertFailsWith(self, DelimiterFramer(b"\x00", 3), b"abcd", "longer than max")
 
     def test_partialDelimiterAfterMaxIsHeld(self) -> None:
         """
@@ -193,7 +188,7 @@ class DelimiterFramerTests(FramerTestMixin, SynchronousTestCase):
         self.assertRaises(ValueError, DelimiterFramer, b"")
 
 
-class StxEtxFramerTests(FramerTestMixin, SynchronousTestCase):
+class StxEtxFramerTests(SynchronousTestCase):
     """
     L{StxEtxFramer} cuts C{0x02 payload 0x03} frames out of line noise.
     """
@@ -220,7 +215,7 @@ class StxEtxFramerTests(FramerTestMixin, SynchronousTestCase):
         A frame over max is an error as soon as its bytes prove it.
         """
         framer = StxEtxFramer(maxLength=2)
-        error = self.assertFailsWith(framer, b"\x02ab\x03\x02abc", "longer than max 2")
+        error = assertFailsWith(self, framer, b"\x02ab\x03\x02abc", "longer than max 2")
         self.assertEqual(error.frames, [b"ab"])
 
     def test_endInsideFrame(self) -> None:
@@ -258,7 +253,7 @@ class StxEtxFramerTests(FramerTestMixin, SynchronousTestCase):
         self.assertRaises(FramingError, StxEtxFramer(1).encode, b"ab")
 
 
-class LengthFieldFramerTests(FramerTestMixin, SynchronousTestCase):
+class LengthFieldFramerTests(SynchronousTestCase):
     """
     L{LengthFieldFramer} cuts frames as Netty's
     C{LengthFieldBasedFrameDecoder} does.
@@ -373,7 +368,9 @@ class LengthFieldFramerTests(FramerTestMixin, SynchronousTestCase):
         its body comes.
         """
         framer = LengthFieldFramer(2, maxLength=10)
-        error = self.assertFailsWith(framer, b"\x00\x01a\x00\x09", "longer than max 10")
+        error = assertFailsWith(
+            self, framer, b"\x00\x01a\x00\x09", "longer than max 10"
+        )
         self.assertEqual(error.frames, [b"a"])
 
     def test_negativeAdjustedLength(self) -> None:
@@ -381,7 +378,7 @@ class LengthFieldFramerTests(FramerTestMixin, SynchronousTestCase):
         A length that adjust makes shorter than the header is an error.
         """
         framer = LengthFieldFramer(1, adjust=-2)
-        self.assertFailsWith(framer, b"\x01", "shorter than its 1-byte header")
+        assertFailsWith(self, framer, b"\x01", "shorter than its 1-byte header")
 
     def test_endInsideFrame(self) -> None:
         """
@@ -405,11 +402,11 @@ class LengthFieldFramerTests(FramerTestMixin, SynchronousTestCase):
             ValueError,
             LengthFieldFramer,
             2,
-            order="middle",  # type: ignore[arg-type]
+            order="middle",
         )
 
 
-class NetstringFramerTests(FramerTestMixin, SynchronousTestCase):
+class NetstringFramerTests(SynchronousTestCase):
     """
     L{NetstringFramer} reads and writes netstrings as Twisted's
     C{NetstringReceiver}.
@@ -448,30 +445,30 @@ class NetstringFramerTests(FramerTestMixin, SynchronousTestCase):
         receiver.makeConnection(StringTransport())
         receiver.dataReceived(b"05:hello,")
         self.assertTrue(receiver.brokenPeer)
-        self.assertFailsWith(NetstringFramer(), b"05:hello,", "leading zero")
+        assertFailsWith(self, NetstringFramer(), b"05:hello,", "leading zero")
 
     def test_missingComma(self) -> None:
         """
         A payload not followed by a comma is an error, after the frames
         before it.
         """
-        error = self.assertFailsWith(NetstringFramer(), b"1:a,1:bc", "comma")
+        error = assertFailsWith(self, NetstringFramer(), b"1:a,1:bc", "comma")
         self.assertEqual(error.frames, [b"a"])
 
     def test_notALength(self) -> None:
         """
         Anything but digits before the colon is an error.
         """
-        self.assertFailsWith(NetstringFramer(), b"-1:", "does not start with")
-        self.assertFailsWith(NetstringFramer(), b":", "does not start with")
-        self.assertFailsWith(NetstringFramer(), b"1x", "does not start with")
+        assertFailsWith(self, NetstringFramer(), b"-1:", "does not start with")
+        assertFailsWith(self, NetstringFramer(), b":", "does not start with")
+        assertFailsWith(self, NetstringFramer(), b"1x", "does not start with")
 
     def test_tooLongFailsFast(self) -> None:
         """
         A length over max is an error as soon as its digits prove it.
         """
-        self.assertFailsWith(NetstringFramer(99), b"100", "longer than max 99")
-        self.assertFailsWith(NetstringFramer(99), b"1000000", "longer than max 99")
+        assertFailsWith(self, NetstringFramer(99), b"100", "longer than max 99")
+        assertFailsWith(self, NetstringFramer(99), b"1000000", "longer than max 99")
 
     def test_endInsideFrame(self) -> None:
         """
@@ -488,7 +485,7 @@ class NetstringFramerTests(FramerTestMixin, SynchronousTestCase):
         self.assertRaises(FramingError, NetstringFramer(1).encode, b"ab")
 
 
-class FixedFramerTests(FramerTestMixin, SynchronousTestCase):
+class FixedFramerTests(SynchronousTestCase):
     """
     L{FixedFramer} cuts every N bytes.
     """
@@ -523,7 +520,7 @@ class FixedFramerTests(FramerTestMixin, SynchronousTestCase):
         self.assertRaises(ValueError, FixedFramer, 0)
 
 
-class ModbusFramerTests(FramerTestMixin, SynchronousTestCase):
+class ModbusFramerTests(SynchronousTestCase):
     """
     L{ModbusFramer} cuts MODBUS TCP ADUs by their MBAP header.
     """
@@ -541,8 +538,8 @@ class ModbusFramerTests(FramerTestMixin, SynchronousTestCase):
         A protocol id other than 0 is an error as soon as the header is
         read.
         """
-        self.assertFailsWith(
-            ModbusFramer(), bytes.fromhex("0001 0001 0006"), "protocol id 1"
+        assertFailsWith(
+            self, ModbusFramer(), bytes.fromhex("0001 0001 0006"), "protocol id 1"
         )
 
     def test_tooLong(self) -> None:
@@ -550,16 +547,16 @@ class ModbusFramerTests(FramerTestMixin, SynchronousTestCase):
         An ADU over 260 bytes is an error as soon as the header is read.
         """
         ModbusFramer().feed(bytes.fromhex("0001 0000 00fe"))
-        self.assertFailsWith(
-            ModbusFramer(), bytes.fromhex("0001 0000 00ff"), "longer than max 260"
+        assertFailsWith(
+            self, ModbusFramer(), bytes.fromhex("0001 0000 00ff"), "longer than max 260"
         )
 
     def test_noFunctionCode(self) -> None:
         """
         A length field under 2 (no function code) is an error.
         """
-        self.assertFailsWith(
-            ModbusFramer(), bytes.fromhex("0001 0000 0001"), "no function code"
+        assertFailsWith(
+            self, ModbusFramer(), bytes.fromhex("0001 0000 0001"), "no function code"
         )
 
     def test_encodeChecksAdu(self) -> None:
@@ -600,7 +597,7 @@ class ModbusFramerTests(FramerTestMixin, SynchronousTestCase):
         self.assertRaises(ValueError, exceptionResponse, READ_REQUEST, 256)
 
 
-class LineAdapterTests(FramerTestMixin, SynchronousTestCase):
+class LineAdapterTests(SynchronousTestCase):
     """
     L{LineAdapter} is L{tcpcomm.framing.LineFramer} as a L{Framer}.
     """
@@ -620,7 +617,7 @@ class LineAdapterTests(FramerTestMixin, SynchronousTestCase):
         """
         A line over max is an error that carries the lines before it.
         """
-        error = self.assertFailsWith(LineAdapter(3), b"abc\nabcd", "longer than max 3")
+        error = assertFailsWith(self, LineAdapter(3), b"abc\nabcd", "longer than max 3")
         self.assertEqual(error.frames, [b"abc"])
 
     def test_encode(self) -> None:
