@@ -468,6 +468,9 @@ class NetstringFramerTests(SynchronousTestCase):
         A length over max is an error as soon as its digits prove it.
         """
         assertFailsWith(self, NetstringFramer(99), b"100", "longer than max 99")
+        assertFailsWith(
+            self, NetstringFramer(99), b"100:" + bytes(100), "longer than max"
+        )
         assertFailsWith(self, NetstringFramer(99), b"1000000", "longer than max 99")
 
     def test_endInsideFrame(self) -> None:
