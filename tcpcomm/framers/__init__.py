@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framers -*-
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
 """
 Framers: cut a byte stream into frames, and frame replies, one module per
 framing. Pure and synchronous: no Twisted, no I/O.

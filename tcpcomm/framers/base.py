@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framers -*-
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
 """
 What every framer is: the L{Framer} interface, L{FramingError}, and
 L{BufferFramer}, the base that the binary and delimiter framers share.

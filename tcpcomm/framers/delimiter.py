@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framers -*-
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
 """
 C{delimiter:HEX}: frames that end with a byte sequence (NUL, CR, CRLF...).
 """

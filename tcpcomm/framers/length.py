@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framers -*-
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
 """
 C{length:SIZE...}: frames with a length field, with the semantics of Netty's
 C{LengthFieldBasedFrameDecoder}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framers -*-
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
 """
 C{line}: L{tcpcomm.framing.LineFramer} behind the L{Framer} interface.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framers -*-
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
 """
 C{netstring}: C{5:hello,}, as Twisted's C{NetstringReceiver} reads and
 writes it.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framers -*-
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
 """
 Framing specifications, as C{--framing} will take them: C{line},
 C{delimiter:HEX}, C{stx-etx}, C{length:SIZE[:KEY=VALUE]...}, C{netstring},

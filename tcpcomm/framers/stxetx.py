@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framers -*-
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
 """
 C{stx-etx}: frames between STX (0x02) and ETX (0x03), as serial bridges send.
 """
