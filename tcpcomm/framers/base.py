@@ -1,0 +1,201 @@
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
+"""
+What every framer is: the L{Framer} interface, L{FramingError}, and
+L{BufferFramer}, the base that the binary and delimiter framers share.
+
+Pure and synchronous: no Twisted, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_LENGTH",
+    "BufferFramer",
+    "Framer",
+    "FramingError",
+    "frameTooLong",
+]
+
+DEFAULT_MAX_FRAME_LENGTH = 65536
+"""
+The default C{max} of every framing that has one, in bytes.
+"""
+
+
+class FramingError(ValueError):
+    """
+    The input cannot be cut into frames, or a reply cannot be framed.
+
+    @ivar reason: What is wrong, in one line, for a log.
+    @ivar frames: The complete frames that the failing L{Framer.feed} cut
+        before the fault, in order: the caller handles them (and answers
+        them) before it acts on the error. Empty when raised elsewhere.
+    """
+
+    reason: str
+    frames: list[bytes]
+
+    def __init__(self, reason: str, frames: list[bytes] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.frames = [] if frames is None else frames
+
+
+class Framer(Protocol):
+    """
+    Cut a byte stream into frames, and frame replies.
+
+    A framer is fed the bytes of one direction of one connection, in the
+    chunks the transport read them in; it gives the same frames however the
+    stream is chunked. Once it has raised L{FramingError} from L{feed} or
+    L{end}, it is dead: every later L{feed} or L{end} raises again.
+    """
+
+    @property
+    def buffered(self) -> int:
+        """
+        How many bytes are held now for an incomplete frame: never more than
+        the framing's C{max} plus its header.
+        """
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """
+        Take the next bytes of the stream.
+
+        @return: The payloads of the frames completed, in order.
+        @raise FramingError: If the input is corrupt or a frame is over the
+            framing's C{max}; its C{frames} holds the frames before the fault.
+        """
+
+    def end(self) -> list[bytes]:
+        """
+        End the input, as when the peer half-closes.
+
+        @return: For framings that end frames with a delimiter, the
+            unterminated last frame, if any bytes of it are held; else
+            nothing.
+        @raise FramingError: If the input ended inside a frame of a framing
+            that cannot end one there (a length, netstring, STX/ETX, fixed or
+            MODBUS frame).
+        """
+
+    def encode(self, payload: bytes) -> bytes:
+        """
+        Frame one reply.
+
+        @return: The bytes to write, which this framing cuts back into
+            C{payload} (or, where the framing hands on whole frames, into
+            the same frame).
+        @raise FramingError: If C{payload} cannot be framed: over C{max}, too
+            long for the length field, containing the delimiter, or (where
+            replies are whole frames) not a consistent frame.
+        """
+
+
+class BufferFramer:
+    """
+    The bookkeeping every framer needs: one buffer, death after an error.
+
+    Subclasses implement L{cut} and, if the end of input may end a frame,
+    L{finish}.
+
+    The held bytes are one C{bytearray}: appending is amortized O(bytes
+    appended) and deleting the consumed front is O(1) in CPython, so the work
+    is O(bytes fed) however the peer fragments its data. Each subclass's
+    L{cut} consumes or rejects bytes as soon as they prove a frame complete,
+    oversized or corrupt, so what stays held is bounded by C{max} plus a
+    header.
+    """
+
+    __slots__ = ("_buffer", "_failure")
+
+    _buffer: bytearray
+    _failure: str | None
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._failure = None
+
+    @property
+    def buffered(self) -> int:
+        """
+        See L{Framer.buffered}.
+        """
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """
+        See L{Framer.feed}.
+        """
+        if self._failure is not None:
+            raise FramingError(self._failure)
+        if not data:
+            return []
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        try:
+            used = self.cut(buffer, frames)
+        except FramingError as error:
+            self._fail(error.reason)
+            error.frames = frames
+            raise
+        if used:
+            del buffer[:used]
+        return frames
+
+    def end(self) -> list[bytes]:
+        """
+        See L{Framer.end}.
+        """
+        if self._failure is not None:
+            raise FramingError(self._failure)
+        rest = bytes(self._buffer)
+        self._fail("input already ended")
+        try:
+            return self.finish(rest)
+        except FramingError as error:
+            self._failure = error.reason
+            raise
+
+    def cut(self, buffer: bytearray, frames: list[bytes]) -> int:
+        """
+        Cut the complete frames at the front of the held bytes.
+
+        @param buffer: Everything held, the newest bytes last; not empty.
+        @param frames: Where to append the payloads cut, in order.
+        @return: How many bytes at the front of C{buffer} to drop: the
+            frames cut and anything discarded.
+        @raise FramingError: If the held bytes prove the input corrupt or a
+            frame over C{max}.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement cut")
+
+    def finish(self, rest: bytes) -> list[bytes]:
+        """
+        End the input, with C{rest} still held.
+
+        By default the end of input cannot end a frame.
+
+        @return: The last frame, if the end of input ends one.
+        @raise FramingError: If C{rest} is a partial frame.
+        """
+        if rest:
+            raise FramingError(f"input ended inside a frame ({len(rest)} bytes held)")
+        return []
+
+    def _fail(self, reason: str) -> None:
+        """
+        Die: drop what is held, and refuse all input from now on.
+        """
+        self._failure = reason
+        self._buffer = bytearray()
+
+
+def frameTooLong(maxLength: int) -> FramingError:
+    """
+    @return: The error for a frame longer than C{maxLength} bytes.
+    """
+    return FramingError(f"frame longer than max {maxLength} bytes")

@@ -1,0 +1,176 @@
+# -*- test-case-name: tests.test_framers,tests.test_framers_properties -*-
+"""
+C{length:SIZE...}: frames with a length field, with the semantics of Netty's
+C{LengthFieldBasedFrameDecoder}.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from tcpcomm.framers.base import (
+    DEFAULT_MAX_FRAME_LENGTH,
+    BufferFramer,
+    FramingError,
+    frameTooLong,
+)
+
+__all__ = ["FIELD_SIZES", "LengthFieldFramer"]
+
+FIELD_SIZES = (1, 2, 3, 4, 8)
+"""
+The sizes a length field may have, in bytes.
+"""
+
+
+class LengthFieldFramer(BufferFramer):
+    """
+    Frames whose header holds their length, as Netty's
+    C{LengthFieldBasedFrameDecoder(byteOrder, maxFrameLength, offset, size,
+    adjust, strip, failFast=true)} cuts them.
+
+    A frame is C{offset} bytes of anything, the C{size}-byte unsigned length
+    field, then the rest; its whole length, counted from its first byte, is
+    C{offset + size + value + adjust}. The first C{strip} bytes of each
+    frame are dropped from the payload handed on.
+
+    With C{strip == offset + size} (the default) the payload is the frame's
+    body, and L{encode} builds the header as Netty's C{LengthFieldPrepender}
+    does: C{offset} zero bytes, then the field holding C{len(payload) -
+    adjust}. With a smaller C{strip} the payloads hold (part of) the header,
+    and L{encode} takes a whole frame, checks it, and returns it as it is.
+
+    C{length:4} is the wire format of Twisted's C{Int32StringReceiver};
+    C{length:2} that of Java's C{DataOutputStream.writeShort(n); write(b)}.
+
+    @ivar size: The length field's size in bytes: one of L{FIELD_SIZES}.
+    @ivar offset: How many bytes precede the length field.
+    @ivar adjust: What to add to the field's value to get the length of
+        the frame after the field.
+    @ivar order: The field's byte order.
+    @ivar strip: How many bytes of each frame's start the payload leaves
+        out, at most C{offset + size}.
+    @ivar maxLength: The longest whole frame, header included, in bytes. A
+        frame over it is an error as soon as its header is read; its body is
+        never buffered.
+    """
+
+    __slots__ = ("adjust", "maxLength", "offset", "order", "size", "strip")
+
+    size: int
+    offset: int
+    adjust: int
+    order: Literal["big", "little"]
+    strip: int
+    maxLength: int
+
+    def __init__(
+        self,
+        size: int = 4,
+        offset: int = 0,
+        adjust: int = 0,
+        order: Literal["big", "little"] = "big",
+        strip: int | None = None,
+        maxLength: int = DEFAULT_MAX_FRAME_LENGTH,
+    ) -> None:
+        """
+        @param strip: See L{strip}; L{None} for C{offset + size}.
+        @raise ValueError: If a parameter is out of its range.
+        """
+        if size not in FIELD_SIZES:
+            raise ValueError(f"size must be 1, 2, 3, 4 or 8, not {size}")
+        if offset < 0:
+            raise ValueError(f"offset must not be negative, not {offset}")
+        if order not in ("big", "little"):
+            raise ValueError(f"order must be big or little, not {order}")
+        header = offset + size
+        if strip is None:
+            strip = header
+        if not 0 <= strip <= header:
+            raise ValueError(
+                f"strip must be from 0 to offset + size ({header}), not {strip}"
+            )
+        if maxLength < header:
+            raise ValueError(
+                f"max must be at least the header's {header} bytes, not {maxLength}"
+            )
+        super().__init__()
+        self.size = size
+        self.offset = offset
+        self.adjust = adjust
+        self.order = order
+        self.strip = strip
+        self.maxLength = maxLength
+
+    def cut(self, buffer: bytearray, frames: list[bytes]) -> int:
+        """
+        See L{BufferFramer.cut}.
+        """
+        header = self.offset + self.size
+        strip = self.strip
+        size = len(buffer)
+        position = 0
+        while size - position >= header:
+            length = self.frameLength(buffer, position)
+            end = position + length
+            if end > size:
+                break
+            frames.append(bytes(buffer[position + strip : end]))
+            position = end
+        return position
+
+    def frameLength(self, frame: bytes | bytearray, start: int = 0) -> int:
+        """
+        Read and check the header of the frame at C{start}.
+
+        @param frame: Bytes holding the whole header from C{start} on.
+        @return: The frame's whole length, header included.
+        @raise FramingError: If that length is shorter than the header (and
+            so than C{strip}), or over C{maxLength}.
+        """
+        fieldStart = start + self.offset
+        value = int.from_bytes(frame[fieldStart : fieldStart + self.size], self.order)
+        header = self.offset + self.size
+        length = header + value + self.adjust
+        if length < header:
+            raise FramingError(
+                f"length field {value} with adjust {self.adjust} gives a frame"
+                f" of {length} bytes, shorter than its {header}-byte header"
+            )
+        if length > self.maxLength:
+            raise frameTooLong(self.maxLength)
+        return length
+
+    def encode(self, payload: bytes) -> bytes:
+        """
+        See L{Framer.encode}: with the default C{strip} a header and
+        C{payload}; else C{payload}, a whole frame, once checked.
+
+        @raise FramingError: If the frame would be over C{maxLength}, the
+            length does not fit the field, or a whole frame's length field
+            does not match its length.
+        """
+        header = self.offset + self.size
+        if self.strip < header:
+            if len(payload) < header:
+                raise FramingError(
+                    f"reply of {len(payload)} bytes is shorter than"
+                    f" the {header}-byte header"
+                )
+            length = self.frameLength(payload)
+            if length != len(payload):
+                raise FramingError(
+                    f"reply of {len(payload)} bytes says it is {length} bytes long"
+                )
+            return bytes(payload)
+        if header + len(payload) > self.maxLength:
+            raise frameTooLong(self.maxLength)
+        value = len(payload) - self.adjust
+        if not 0 <= value < 256**self.size:
+            raise FramingError(
+                f"reply of {len(payload)} bytes does not fit"
+                f" a {self.size}-byte length field with adjust {self.adjust}"
+            )
+        return b"".join(
+            (bytes(self.offset), value.to_bytes(self.size, self.order), payload)
+        )
