@@ -32,7 +32,6 @@ from zope.interface import implementer
 
 from tcpcomm import bench
 from tcpcomm._version import __version__
-from tcpcomm.framers import Framer, FramingError
 from tcpcomm.client import (
     DEFAULT_TIMEOUT,
     clientEndpoint,
@@ -42,6 +41,7 @@ from tcpcomm.client import (
 )
 from tcpcomm.connection import IFlowControlledTransport
 from tcpcomm.endpoints import checkTLSAvailable
+from tcpcomm.framers import Framer, FramingError, parseFraming
 
 PROG = "tcpcomm"
 

@@ -1377,9 +1377,7 @@ class CrlfTranslatorTests(SynchronousTestCase):
         self.assertEqual(translate(b"a\rb\r") + translate(b"c\n"), b"a\rb\rc\r\n")
 
 
-def answering(
-    reply: bytes, received: list[bytes]
-) -> Callable[[socket.socket], None]:
+def answering(reply: bytes, received: list[bytes]) -> Callable[[socket.socket], None]:
     """
     A plain server that reads until the client half-closes, keeps what
     arrived in C{received}, and answers with C{reply}.
