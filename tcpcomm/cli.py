@@ -41,6 +41,7 @@ from tcpcomm.client import (
 )
 from tcpcomm.connection import IFlowControlledTransport
 from tcpcomm.endpoints import checkTLSAvailable
+from tcpcomm.framers import Framer, FramingError, parseFraming
 
 PROG = "tcpcomm"
 
@@ -183,6 +184,19 @@ def buildParser() -> argparse.ArgumentParser:
         " server sends until it closes. --timeout bounds the whole exchange.",
     )
     send.add_argument("text", metavar="TEXT", nargs="+", help="a line to send")
+    send.add_argument(
+        "--framing",
+        metavar="SPEC",
+        default=None,
+        help="send each TEXT as a frame of this framing (delimiter:HEX, stx-etx,"
+        " length:SIZE[:...], netstring, fixed:N, modbus; as twistd tcpcomm"
+        " --framing) and print each reply frame's payload on a line of its own",
+    )
+    send.add_argument(
+        "--hex",
+        action="store_true",
+        help="with --framing: give each TEXT, and print each reply payload, as hex",
+    )
     send.set_defaults(run=runSend, commandParser=send)
 
     load = commands.add_parser(
@@ -288,9 +302,40 @@ async def runSend(reactor: Any, args: argparse.Namespace) -> int:
     C{tcpcomm send}: send the lines, half-close, and copy the reply to
     standard output as it arrives.
     """
-    delimiter = "\r\n" if args.crlf else "\n"
-    data = "".join(text + delimiter for text in args.text).encode("utf-8")
-    return await _talk(reactor, args, data)
+    if args.framing is None:
+        delimiter = "\r\n" if args.crlf else "\n"
+        data = "".join(text + delimiter for text in args.text).encode("utf-8")
+        return await _talk(reactor, args, data)
+    framer = args.framer
+    return await _talk(reactor, args, b"".join(map(framer.encode, args.payloads)))
+
+
+def framedSend(args: argparse.Namespace) -> None:
+    """
+    Check C{send --framing}'s arguments, and set C{args.framer} and
+    C{args.payloads} (the frames to send, as payloads).
+
+    @raise ValueError: With one line, if the spec, a C{--hex} TEXT or a
+        payload the framing cannot frame is wrong.
+    """
+    if args.framing is None:
+        if args.hex:
+            raise ValueError("--hex applies to --framing only")
+        return
+    args.framer = parseFraming(args.framing)()
+    payloads = []
+    for text in args.text:
+        try:
+            payloads.append(bytes.fromhex(text) if args.hex else text.encode("utf-8"))
+        except ValueError:
+            raise ValueError(f"--hex: {text!r} is not hex") from None
+    for payload in payloads:
+        try:
+            args.framer.encode(payload)
+        except ValueError as e:
+            shown = payload if len(payload) <= 40 else payload[:40] + b"..."
+            raise ValueError(f"cannot send {shown!r} as a frame: {e}") from None
+    args.payloads = payloads
 
 
 class CrlfTranslator:
@@ -328,12 +373,21 @@ class _Upstream(Protocol):
         timeout: float,
         crlf: bool,
         data: bytes | None = None,
+        framer: Framer | None = None,
+        hexOutput: bool = False,
     ) -> None:
+        """
+        @param framer: For C{send --framing}: what cuts the server's bytes
+            into the frames whose payloads are printed, one a line.
+        @param hexOutput: Print those payloads as hex.
+        """
         self.reactor = reactor
         self.where = where
         self.timeout = timeout
         self.translate = CrlfTranslator() if crlf and data is None else None
         self.data = data
+        self.framer = framer
+        self.hexOutput = hexOutput
         self.done: Deferred[int] = Deferred(self._cancelled)
         self.stdio: Any = None
         self.stdioProtocol = _Stdio(self)
@@ -417,9 +471,39 @@ class _Upstream(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._received += len(data)
+        if self.framer is not None:
+            try:
+                data = self._lines(self.framer.feed(data))
+            except FramingError as e:
+                self.stdio.write(self._lines(e.frames))
+                self._decide(1, f"bad frame from {self.where}: {e.reason}")
+                self.transport.abortConnection()
+                return
         self.stdio.write(data)
         if self._silence is not None:
             self._restartSilenceTimer()
+
+    def _lines(self, payloads: list[bytes]) -> bytes:
+        """
+        Reply payloads as printed: each on a line of its own, as hex with
+        C{--hex}.
+        """
+        if self.hexOutput:
+            payloads = [payload.hex().encode("ascii") for payload in payloads]
+        return b"".join(payload + b"\n" for payload in payloads)
+
+    def _endOfFrames(self) -> None:
+        """
+        The server closed cleanly: print an unterminated last frame, or say
+        that it closed inside one.
+        """
+        if self.framer is None or self.stdio is None or self._code is not None:
+            return
+        try:
+            self.stdio.write(self._lines(self.framer.end()))
+        except FramingError as e:
+            self.stdio.write(self._lines(e.frames))
+            self._decide(1, f"{self.where} closed inside a frame: {e.reason}")
 
     def _restartSilenceTimer(self) -> None:
         if self._silence is not None and self._silence.active():
@@ -461,7 +545,9 @@ class _Upstream(Protocol):
                 timer.cancel()
         if not (self.serverFinished or reason.check(ConnectionDone)):
             self._decide(1, str(describeFailure(reason, self.where, None, True)))
-        elif self._sent and not self._received:
+        else:
+            self._endOfFrames()
+        if self._sent and not self._received:
             hint = "" if isTLS(self.transport) else " (a TLS port? use tls:HOST:PORT)"
             self._decide(1, f"connection closed by {self.where} with no reply{hint}")
         self._decide(0)
@@ -533,7 +619,15 @@ async def _talk(reactor: Any, args: argparse.Namespace, data: bytes | None) -> i
     input if C{None}.
     """
     endpoint = clientEndpoint(reactor, args.endpoint)
-    upstream = _Upstream(reactor, args.endpoint, args.timeout, args.crlf, data)
+    upstream = _Upstream(
+        reactor,
+        args.endpoint,
+        args.timeout,
+        args.crlf,
+        data,
+        framer=getattr(args, "framer", None),
+        hexOutput=getattr(args, "hex", False),
+    )
     started = reactor.seconds()
     connecting = connectProtocol(endpoint, upstream)
     connecting.addTimeout(args.timeout, reactor)
@@ -587,6 +681,11 @@ def _main(argv: Sequence[str] | None) -> NoReturn:
         clientEndpoint(globalReactor, args.endpoint)
     except ValueError as e:
         args.commandParser.error(str(e))
+    if args.command == "send":
+        try:
+            framedSend(args)
+        except ValueError as e:
+            args.commandParser.error(str(e))
     from twisted.internet.task import react
 
     # Fires with the exit status when a signal stops the command.

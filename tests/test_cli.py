@@ -1375,3 +1375,96 @@ class CrlfTranslatorTests(SynchronousTestCase):
         """
         translate = CrlfTranslator()
         self.assertEqual(translate(b"a\rb\r") + translate(b"c\n"), b"a\rb\rc\r\n")
+
+
+def answering(reply: bytes, received: list[bytes]) -> Callable[[socket.socket], None]:
+    """
+    A plain server that reads until the client half-closes, keeps what
+    arrived in C{received}, and answers with C{reply}.
+    """
+
+    def serve(connection: socket.socket) -> None:
+        received.append(readToEnd(connection))
+        connection.sendall(reply)
+
+    return serve
+
+
+class FramedSendTests(SynchronousTestCase):
+    """
+    C{tcpcomm send --framing}: each TEXT a frame, each reply frame's payload
+    a line.
+    """
+
+    def send(self, reply: bytes, *args: str) -> tuple[CliResult, bytes]:
+        """
+        Run C{send} with C{args} against a plain server answering C{reply};
+        return how it ended and what the server received.
+        """
+        received: list[bytes] = []
+        port = startPlainServer(self, answering(reply, received))
+        result = runCliBlocking(["send", f"127.0.0.1:{port}", *args])
+        return result, b"".join(received)
+
+    def test_lengthFrames(self) -> None:
+        """
+        With C{length:2}, each TEXT goes as a big-endian length and payload
+        (Java's writeShort and write), and each reply payload is printed on a
+        line of its own.
+        """
+        result, received = self.send(
+            b"\x00\x05HELLO\x00\x05WORLD", "--framing", "length:2", "hello", "world"
+        )
+        self.assertEqual(received, b"\x00\x05hello\x00\x05world")
+        self.assertEqual((result.code, result.stderr), (0, b""))
+        self.assertEqual(result.stdout, b"HELLO\nWORLD\n")
+
+    def test_hex(self) -> None:
+        """
+        With C{--hex}, each TEXT is a payload in hex, and each reply payload
+        is printed in hex.
+        """
+        result, received = self.send(
+            b"\xab\xcd\x00", "--framing", "delimiter:00", "--hex", "0102", "ff"
+        )
+        self.assertEqual(received, b"\x01\x02\x00\xff\x00")
+        self.assertEqual((result.code, result.stdout), (0, b"abcd\n"))
+
+    def test_badFrameFromServer(self) -> None:
+        """
+        A reply the framing refuses: the frames before it are printed, then
+        one error line naming the server, and status 1.
+        """
+        result, _ = self.send(
+            b"\x02ok\x09too long!", "--framing", "length:1:max=4", "x"
+        )
+        self.assertEqual(result.code, 1)
+        self.assertEqual(result.stdout, b"ok\n")
+        [line] = result.errorLines()
+        self.assertIn("bad frame from 127.0.0.1:", line)
+
+    def test_closedInsideFrame(self) -> None:
+        """
+        A server that closes in the middle of a frame: status 1 and one line
+        saying so.
+        """
+        result, _ = self.send(b"\x00\x05he", "--framing", "length:2", "x")
+        self.assertEqual((result.code, result.stdout), (1, b""))
+        [line] = result.errorLines()
+        self.assertIn("closed inside a frame", line)
+
+    def test_badCommandLines(self) -> None:
+        """
+        A bad spec, C{--hex} without C{--framing}, TEXT that is not hex, and
+        a payload the framing cannot frame are each a bad command line:
+        status 2 and one error line, and nothing is sent.
+        """
+        for args, detail in (
+            (["--framing", "length:5", "x"], "length"),
+            (["--hex", "00"], "--hex applies to --framing only"),
+            (["--framing", "netstring", "--hex", "zz"], "is not hex"),
+            (["--framing", "length:1", "x" * 300], "cannot send"),
+        ):
+            result = runCliBlocking(["send", "127.0.0.1:9", *args])
+            self.assertEqual(result.code, 2, (args, result))
+            self.assertIn(detail, result.stderr.decode())
