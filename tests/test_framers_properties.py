@@ -23,6 +23,7 @@ from tcpcomm.framers import (
     NetstringFramer,
     StxEtxFramer,
 )
+from tests.test_framing import splitAt
 
 
 @dataclass(frozen=True)
@@ -116,19 +117,6 @@ tokens = st.lists(
 pieces = st.lists(
     st.tuples(st.booleans(), st.one_of(st.binary(max_size=30), tokens)), max_size=8
 )
-
-
-def splitAt(data: bytes, cuts: Iterable[int]) -> list[bytes]:
-    """
-    Split bytes at the given offsets, each taken modulo C{len(data) + 1}.
-
-    @return: The pieces, in order; some may be empty.
-    """
-    offsets = sorted({cut % (len(data) + 1) for cut in cuts})
-    return [
-        data[start:end]
-        for start, end in zip([0, *offsets], [*offsets, None], strict=True)
-    ]
 
 
 def outcome(

@@ -121,6 +121,20 @@ def validityOf(
     )
 
 
+def assertCryptographyOptions(testCase: SynchronousTestCase, options: Any) -> None:
+    """
+    Assert that TLS C{options} hold the certificate and key as
+    C{cryptography} objects, and that making their context warns of nothing
+    (pyOpenSSL deprecates its own X509 and PKey there).
+    """
+    testCase.assertIsInstance(options.certificate, x509.Certificate)
+    testCase.assertIsInstance(options.privateKey, ec.EllipticCurvePrivateKey)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        options.getContext()
+    testCase.assertEqual([str(w.message) for w in caught], [])
+
+
 # A TLS client that ends the way it is told.
 
 
@@ -566,12 +580,7 @@ class CertificateTests(SynchronousTestCase):
         nothing (pyOpenSSL deprecates its own X509 and PKey there).
         """
         options = makeCertificateAuthority().issue(["localhost"]).serverOptions()
-        self.assertIsInstance(options.certificate, x509.Certificate)
-        self.assertIsInstance(options.privateKey, ec.EllipticCurvePrivateKey)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            options.getContext()
-        self.assertEqual([str(w.message) for w in caught], [])
+        assertCryptographyOptions(self, options)
 
     def test_importNeedsNoCryptography(self) -> None:
         """
@@ -660,12 +669,7 @@ class TLSServerTests(TestCase):
         _, files = serverFiles(self)
         endpoint = keepHalfClose(serverFromString(reactor, files.serverDescription()))
         options = cast(Any, endpoint)._contextFactory
-        self.assertIsInstance(options.certificate, x509.Certificate)
-        self.assertIsInstance(options.privateKey, ec.EllipticCurvePrivateKey)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            options.getContext()
-        self.assertEqual([str(w.message) for w in caught], [])
+        assertCryptographyOptions(self, options)
 
     async def test_ipAddressInCertificate(self) -> None:
         """

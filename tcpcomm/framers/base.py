@@ -24,6 +24,17 @@ The default C{max} of every framing that has one, in bytes.
 """
 
 
+def checkMaxLength(maxLength: int) -> int:
+    """
+    Return C{maxLength}, a framing's C{max}, if it is one.
+
+    @raise ValueError: If it is negative.
+    """
+    if maxLength < 0:
+        raise ValueError(f"max must not be negative, not {maxLength}")
+    return maxLength
+
+
 class FramingError(ValueError):
     """
     The input cannot be cut into frames, or a reply cannot be framed.

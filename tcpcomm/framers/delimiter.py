@@ -9,6 +9,7 @@ from tcpcomm.framers.base import (
     DEFAULT_MAX_FRAME_LENGTH,
     BufferFramer,
     FramingError,
+    checkMaxLength,
     frameTooLong,
 )
 
@@ -42,11 +43,9 @@ class DelimiterFramer(BufferFramer):
         """
         if not delimiter:
             raise ValueError("the delimiter must be at least one byte")
-        if maxLength < 0:
-            raise ValueError(f"max must not be negative, not {maxLength}")
         super().__init__()
         self.delimiter = bytes(delimiter)
-        self.maxLength = maxLength
+        self.maxLength = checkMaxLength(maxLength)
         # How many held bytes are known to start no delimiter.
         self._scanned = 0
 

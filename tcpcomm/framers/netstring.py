@@ -10,6 +10,7 @@ from tcpcomm.framers.base import (
     DEFAULT_MAX_FRAME_LENGTH,
     BufferFramer,
     FramingError,
+    checkMaxLength,
     frameTooLong,
 )
 
@@ -41,10 +42,8 @@ class NetstringFramer(BufferFramer):
         """
         @raise ValueError: If C{maxLength} is negative.
         """
-        if maxLength < 0:
-            raise ValueError(f"max must not be negative, not {maxLength}")
         super().__init__()
-        self.maxLength = maxLength
+        self.maxLength = checkMaxLength(maxLength)
         # The most digits a length within maxLength has.
         self._digits = len(str(maxLength))
 

@@ -9,6 +9,7 @@ from tcpcomm.framers.base import (
     DEFAULT_MAX_FRAME_LENGTH,
     BufferFramer,
     FramingError,
+    checkMaxLength,
     frameTooLong,
 )
 
@@ -40,10 +41,8 @@ class StxEtxFramer(BufferFramer):
         """
         @raise ValueError: If C{maxLength} is negative.
         """
-        if maxLength < 0:
-            raise ValueError(f"max must not be negative, not {maxLength}")
         super().__init__()
-        self.maxLength = maxLength
+        self.maxLength = checkMaxLength(maxLength)
         self.discarded = 0
         # How far the held partial frame is known to hold no ETX.
         self._scanned = 1
