@@ -198,6 +198,19 @@ class JavaClientTests(SynchronousTestCase):
 
 
 BROKEN_REGISTER = 99
+"""
+The register whose handler raises, in L{ModbusClientTests}.
+"""
+
+DEAD_REGISTER = 98
+"""
+The register whose handler never answers, in L{ModbusClientTests}.
+"""
+
+HANDLER_TIMEOUT = 0.5
+"""
+The C{--handler-timeout} of L{ModbusClientTests}' server, in seconds.
+"""
 
 
 class ModbusClientTests(SynchronousTestCase):
@@ -209,17 +222,29 @@ class ModbusClientTests(SynchronousTestCase):
     def setUp(self) -> None:
         cwd = temporaryDirectory(self)
         shutil.copy(TESTS / "modbus_registers.py", cwd)
-        # The README's handler, but register 99 raises, as a failing sensor.
+        # The README's handler, but register 99 raises, as a failing
+        # sensor, and register 98 never answers, as a dead one.
         (cwd / "failing.py").write_text(
+            "from twisted.internet.defer import Deferred\n"
             "from modbus_registers import handle as registers\n"
             "\n"
             "def handle(request):\n"
             f"    if request[8:10] == b'\\x00\\x{BROKEN_REGISTER:02x}':\n"
             "        raise RuntimeError('register 99 is broken')\n"
+            f"    if request[8:10] == b'\\x00\\x{DEAD_REGISTER:02x}':\n"
+            "        return Deferred()\n"
             "    return registers(request)\n",
             encoding="utf-8",
         )
-        port = serveIn(self, cwd, "modbus", "--handler", "failing:handle")
+        port = serveIn(
+            self,
+            cwd,
+            "modbus",
+            "--handler",
+            "failing:handle",
+            "--handler-timeout",
+            str(HANDLER_TIMEOUT),
+        )
         self.client = ModbusTcpClient(
             "127.0.0.1", port=port, timeout=IO_TIMEOUT, retries=0
         )
@@ -249,6 +274,18 @@ class ModbusClientTests(SynchronousTestCase):
         self.assertEqual(failed.exception_code, 0x04)
         after = self.client.read_holding_registers(1, count=2)
         self.assertEqual(after.registers, [100, 200])
+
+    def test_timedOutHandlerIsGatewayTargetFailure(self) -> None:
+        """
+        A request whose handler outlasts C{--handler-timeout} gets exception
+        0x0B (gateway target device failed to respond), and the same
+        connection answers the next request.
+        """
+        failed = self.client.read_holding_registers(DEAD_REGISTER, count=1)
+        assert isinstance(failed, ExceptionResponse)
+        self.assertEqual(failed.exception_code, 0x0B)
+        after = self.client.read_holding_registers(2, count=1)
+        self.assertEqual(after.registers, [200])
 
 
 def netcat(port: int, printfFormat: str) -> bytes:
