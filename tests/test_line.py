@@ -458,8 +458,8 @@ class LineProtocolTests(SynchronousTestCase):
             waiting.append(Deferred())
             return waiting[-1]
 
-        clock = Clock()
-        protocol, transport = connect(LineFactory(handler, maxPending=2, clock=clock))
+        protocol, transport = connect(LineFactory(handler, maxPending=2))
+        clock = cast(Clock, protocol.factory.clock)
         protocol.dataReceived(b"a\n")
         self.assertEqual(transport.producerState, "producing")
         protocol.dataReceived(b"b\n")
