@@ -152,14 +152,15 @@ class TwistedClientsTests(TestCase):
         self.assertEqual(replies, PAYLOADS)
 
 
-def requireTools(*tools: str) -> None:
+def requireTools(package: str, *tools: str) -> None:
     """
-    Skip unless every one of C{tools} is on C{PATH} (under C{CI=true} a skip
-    fails: C{.ci/run} must provide them).
+    Skip unless every one of C{tools} is on C{PATH}, naming the Debian
+    C{package} that has them (under C{CI=true} a skip fails: C{.ci/run}
+    must provide them).
     """
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        raise SkipTest(f"needs {' and '.join(missing)} on PATH")
+        raise SkipTest(f"needs {' and '.join(missing)} on PATH (Debian: {package})")
 
 
 class JavaClientTests(SynchronousTestCase):
@@ -175,7 +176,7 @@ class JavaClientTests(SynchronousTestCase):
         C{DataInputStream.readUnsignedShort()} and C{readFully}, in order;
         the server then closes.
         """
-        requireTools("javac", "java")
+        requireTools("default-jdk-headless", "javac", "java")
         classes = temporaryDirectory(self)
         subprocess.run(
             ["javac", "-d", str(classes), str(TESTS / "java" / "LengthClient.java")],
@@ -312,7 +313,7 @@ class NetcatTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        requireTools("nc")
+        requireTools("netcat-openbsd", "nc")
 
     def test_stxEtx(self) -> None:
         """
