@@ -23,6 +23,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tcpcomm.connection import LINGER_SECONDS
 from tcpcomm.framers import Framer, FramingError, exceptionResponse, parseFraming
+from tcpcomm.framers.modbus import (
+    GATEWAY_TARGET_FAILED,
+    MAX_ADU_LENGTH,
+    SERVER_DEVICE_FAILURE,
+)
 from tcpcomm.line import (
     HANDLER_TIMEOUT,
     IDLE_TIMEOUT,
@@ -49,9 +54,6 @@ LIMIT = 64
 """
 The C{max} of the framings that take one.
 """
-
-SERVER_DEVICE_FAILURE = 0x04
-GATEWAY_TARGET_FAILED = 0x0B
 
 
 def modbusRequest(number: int) -> bytes:
@@ -658,5 +660,5 @@ class ModbusFramingTests(BadFrameMixin, UnencodableReplyMixin, SynchronousTestCa
         transport = self.connect()
         for start in range(0, len(data), 7):
             transport.protocol.dataReceived(data[start : start + 7])
-            self.assertLessEqual(protocolOf(transport).heldBytes, 260)
+            self.assertLessEqual(protocolOf(transport).heldBytes, MAX_ADU_LENGTH)
         self.assertTrue(transport.writeDisconnected)

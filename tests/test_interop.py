@@ -23,6 +23,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import Int32StringReceiver, NetstringReceiver
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from tcpcomm.framers.modbus import GATEWAY_TARGET_FAILED, SERVER_DEVICE_FAILURE
 from tests.test_plugin import (
     EXIT_TIMEOUT,
     IO_TIMEOUT,
@@ -272,7 +273,7 @@ class ModbusClientTests(SynchronousTestCase):
         """
         failed = self.client.read_holding_registers(BROKEN_REGISTER, count=1)
         assert isinstance(failed, ExceptionResponse)
-        self.assertEqual(failed.exception_code, 0x04)
+        self.assertEqual(failed.exception_code, SERVER_DEVICE_FAILURE)
         after = self.client.read_holding_registers(1, count=2)
         self.assertEqual(after.registers, [100, 200])
 
@@ -284,7 +285,7 @@ class ModbusClientTests(SynchronousTestCase):
         """
         failed = self.client.read_holding_registers(DEAD_REGISTER, count=1)
         assert isinstance(failed, ExceptionResponse)
-        self.assertEqual(failed.exception_code, 0x0B)
+        self.assertEqual(failed.exception_code, GATEWAY_TARGET_FAILED)
         after = self.client.read_holding_registers(2, count=1)
         self.assertEqual(after.registers, [200])
 
