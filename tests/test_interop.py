@@ -17,8 +17,7 @@ from pathlib import Path
 
 from pymodbus.client import ModbusTcpClient
 from pymodbus.pdu import ExceptionResponse
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import Int32StringReceiver, NetstringReceiver
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -72,7 +71,7 @@ class Replies:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.received: list[bytes] = []
-        self.done: Deferred[list[bytes]] = Deferred()
+        self.done: defer.Deferred[list[bytes]] = defer.Deferred()
 
     def add(self, reply: bytes) -> None:
         self.received.append(reply)
@@ -121,8 +120,14 @@ async def pipeline(port: int, client: Int32Client | NetstringClient) -> list[byt
     """
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=IO_TIMEOUT)
     await connectProtocol(endpoint, client)
+    replies = client.replies
     try:
-        return await client.replies.done.addTimeout(IO_TIMEOUT, reactor)
+        return await replies.done.addTimeout(IO_TIMEOUT, reactor)
+    except defer.TimeoutError:
+        raise AssertionError(
+            f"{len(replies.received)} of {replies.expected} replies"
+            f" in {IO_TIMEOUT:g} s: {[len(r) for r in replies.received]} bytes"
+        ) from None
     finally:
         assert client.transport is not None
         client.transport.loseConnection()
