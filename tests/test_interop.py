@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from tcpcomm.framers.modbus import GATEWAY_TARGET_FAILED, SERVER_DEVICE_FAILURE
 from tests.test_plugin import (
     EXIT_TIMEOUT,
     IO_TIMEOUT,
+    START_TIMEOUT,
+    Child,
     startTwistd,
     temporaryDirectory,
 )
@@ -56,10 +59,34 @@ def serveIn(testCase: SynchronousTestCase, cwd: Path, spec: str, *args: str) -> 
     """
     As L{serve}, in C{cwd} (where C{--handler} finds its module).
     """
-    _server, port = startTwistd(
-        testCase, ["--protocol", "line", "--framing", spec, *args], cwd
-    )
-    return port
+    for _ in range(5):
+        server, port = startTwistd(
+            testCase, ["--protocol", "line", "--framing", spec, *args], cwd
+        )
+        if listensOn(server, port):
+            return port
+    testCase.fail(f"twistd --framing {spec} found no free port in 5 tries")
+
+
+def listensOn(server: Child, port: int) -> bool:
+    """
+    Wait (bounded) until C{server} logs that it listens on C{port}.
+
+    L{startTwistd} returns once I{something} accepts on the port; on a
+    machine where other tests listen on ports of their own, that can be
+    another process that took the port first, while twistd is still on its
+    way to failing to listen.
+
+    @return: C{True} once it does; C{False} if it exits first.
+    """
+    deadline = time.monotonic() + START_TIMEOUT
+    while f"starting on {port}" not in server.output():
+        if server.process.poll() is not None:
+            return False
+        if time.monotonic() > deadline:
+            raise AssertionError(f"twistd never listened on {port}:\n{server.output()}")
+        time.sleep(0.05)
+    return True
 
 
 class Replies:
