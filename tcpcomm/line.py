@@ -605,27 +605,52 @@ class LineProtocol(ConnectionProtocol):
         """
         queue = self._queue()
         if queue is None or not queue.waiting:
-            factory = self.factory
-            encode = factory.encode
-            if encode is None:
-                results.append(b"")
-                try:
-                    data = factory.delimiter.join(results)  # type: ignore[arg-type]
-                except TypeError:
-                    results.pop()
-                else:
-                    self.send(data)
-                    return
-            else:
-                try:
-                    data = b"".join(map(encode, results))  # type: ignore[arg-type]
-                except Exception:
-                    # One that is no bytes, or cannot be framed: one by one.
-                    pass
-                else:
-                    self.send(data)
-                    return
+            data = self._joinReplies(results)
+            if data is None and self._runCoroutines(results):
+                # Coroutines that returned without awaiting: join again.
+                data = self._joinReplies(results)
+            if data is not None:
+                self.send(data)
+                return
         self._replyInOrder(results, requests)
+
+    def _joinReplies(self, results: list[object]) -> bytes | None:
+        """
+        Frame and join C{results}, all in C, if every one is bytes that the
+        framing takes.
+
+        @return: The bytes to send, or C{None} if one result is not
+            (C{None}, a Deferred, a coroutine, a reply too long...).
+        """
+        factory = self.factory
+        encode = factory.encode
+        if encode is None:
+            results.append(b"")
+            try:
+                return factory.delimiter.join(results)  # type: ignore[arg-type]
+            except TypeError:
+                return None
+            finally:
+                results.pop()
+        try:
+            return b"".join(map(encode, results))  # type: ignore[arg-type]
+        except Exception:
+            # One that is no bytes, or cannot be framed: one by one.
+            return None
+
+    def _runCoroutines(self, results: list[object]) -> bool:
+        """
+        Run each coroutine among C{results} to its first wait, in order,
+        putting what it gave (see L{_startCoroutine}) in its place.
+
+        @return: Whether there was any coroutine.
+        """
+        found = False
+        for index, result in enumerate(results):
+            if type(result) is CoroutineType:
+                results[index] = self._startCoroutine(result)
+                found = True
+        return found
 
     def _afterHandling(self) -> None:
         """
@@ -823,7 +848,10 @@ class LineProtocol(ConnectionProtocol):
 
         @return: This connection's L{ReplyQueue}.
         """
-        queue = self._getQueue()
+        extra = self._extra
+        queue = None if extra is None else extra.queue
+        if queue is None:
+            queue = self._getQueue()
         slot = queue.wait(request)
         factory = self.factory
         factory.paced = True
@@ -874,19 +902,23 @@ class LineProtocol(ConnectionProtocol):
         timer = slot.timer
         if timer is not None and timer.active():
             timer.cancel()
-        queue = self._getQueue()
-        try:
-            wire = self._wire(result, slot.request)
-        except _CannotAnswer:
-            self._cannotAnswer(slot)
-            return
+        extra = self._getExtra()
+        queue = extra.queue
+        assert queue is not None
+        factory = self.factory
+        if type(result) is bytes and factory.encode is None:
+            wire: bytes | None = result + factory.delimiter
+        else:
+            try:
+                wire = self._wire(result, slot.request)
+            except _CannotAnswer:
+                self._cannotAnswer(slot)
+                return
         queue.settle(slot, wire)
         if not queue.running:
             self._flushPending()
-        elif queue.headReady:
-            extra = self._getExtra()
-            if extra.flush is None:
-                extra.flush = self.factory.clock.callLater(0, self._flushPending)
+        elif extra.flush is None and queue.headReady:
+            extra.flush = factory.clock.callLater(0, self._flushPending)
 
     def _flushPending(self) -> None:
         """
@@ -915,6 +947,15 @@ class LineProtocol(ConnectionProtocol):
         else:
             self._holdWhileFull()
         self._finishAfterPending()
+        if (
+            extra.queue is queue
+            and queue.idle()
+            and queue.lastWords is None
+            and not self._flags & HANDLING
+        ):
+            # Nothing waits: the queue goes, as it came, so that a connection
+            # at rest holds none.
+            extra.queue = None
 
     def _lineTooLong(self) -> None:
         limit = self.factory.maxLineLength

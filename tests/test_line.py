@@ -1272,3 +1272,30 @@ class ModbusTests(SynchronousTestCase):
         protocol.dataReceived(modbusRequest(1) + bytes(bad))
         self.assertEqual(transport.value(), modbusRequest(1))
         self.assertTrue(protocol.lingering)
+
+
+class ReplyQueueLifetimeTests(SynchronousTestCase):
+    """
+    A connection holds a reply queue only while something waits.
+    """
+
+    def test_queueGoesOnceDrained(self) -> None:
+        """
+        Once every reply that waited has been sent, the connection holds no
+        reply queue.
+        """
+        waiting: list[Deferred[bytes]] = []
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred())
+            return waiting[-1]
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"a\nb\n")
+        extra = protocol._extra
+        assert extra is not None
+        self.assertIsNotNone(extra.queue)
+        waiting[0].callback(b"A")
+        waiting[1].callback(b"B")
+        self.assertEqual(transport.value(), b"A\nB\n")
+        self.assertIsNone(extra.queue)
