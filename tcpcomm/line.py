@@ -360,19 +360,26 @@ class LineProtocol(ConnectionProtocol):
         factory = self.factory
         stats = factory.stats
         stats.bytesIn += size
-        if self._flags or factory.makeFramer is not None:
+        if self._flags:
             # In some state (handling, held, closing, seen idle by a sweep,
-            # ...), or not lines: the general way.  A line connection at
-            # work has no flag set.
+            # ...): the general way.  A connection at work has no flag set.
             self._readInState(data)
             return
         framer = self._framer or self._startFraming()
-        lines = framer.feed(data)
+        encode = factory.encode
+        if encode is None:
+            lines = framer.feed(data)
+        else:
+            try:
+                lines = framer.feed(data)
+            except FramingError as error:
+                self._framingFailed(error)
+                return
         count = len(lines)
         if not count:
             pass
         elif self._extra is None and count <= factory.maxPending and self._plainLines:
-            # No reply waiting and room for every line: the usual read.
+            # No reply waiting and room for every message: the usual read.
             # _handleLines, cut down to it (no flag was set, so none to keep).
             self._flags = HANDLING
             if count == 1:
@@ -384,7 +391,7 @@ class LineProtocol(ConnectionProtocol):
                     reply = self._handlerRaised()
                 if type(reply) is CoroutineType:
                     reply = self._startCoroutine(reply)
-                if type(reply) is bytes:
+                if type(reply) is bytes and encode is None:
                     reply += factory.delimiter
                     size = len(reply)
                     self.bytesOut += size
@@ -406,7 +413,7 @@ class LineProtocol(ConnectionProtocol):
                 self._flags = 0
         else:
             self._handleLines(lines)
-        if framer.overflowed and not self._flags & WANT_CLOSE:
+        if encode is None and framer.overflowed and not self._flags & WANT_CLOSE:
             self._lineTooLong()
 
     def _readInState(self, data: bytes) -> None:
