@@ -1762,6 +1762,9 @@ def _summary(config: BenchConfig, result: BenchResult, unit: str) -> str:
     frame = config.frameBytes
     if isLineFraming(config.framing):
         messages = f"{config.size}-byte lines"
+    elif frame == config.size:
+        # The payload is the whole frame (modbus, length with strip=0).
+        messages = f"{frame}-byte {config.framing} frames"
     else:
         messages = (
             f"{frame}-byte {config.framing} frames of {config.size}-byte payloads"

@@ -307,10 +307,11 @@ class LineClient(Protocol):
                 )
         else:
             problem = describeFailure(self._lost, self.peer, None, True)
-        for d in waiting:
-            d.errback(Failure(problem))
+        # Settled before the requests fail: their errbacks may call finish.
         if not (clean and not waiting and self._truncated is None):
             self._closedOutcome = Failure(problem)
+        for d in waiting:
+            d.errback(Failure(problem))
         closedWaiters, self._closedWaiters = self._closedWaiters, []
         for closed in closedWaiters:
             if self._closedOutcome is None:

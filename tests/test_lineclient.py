@@ -165,6 +165,22 @@ class LineClientTests(SynchronousTestCase):
             failure.getErrorMessage(), "connection reset by 192.0.2.1:8000"
         )
 
+    def test_finishFromAFailedRequest(self) -> None:
+        """
+        C{finish} called by a request's errback, while the connection's loss
+        is being reported, fails too: the loss is no clean close.
+        """
+        client = LineClient()
+        connected(client)
+        finishes: list[Deferred[None]] = []
+        client.request(b"a").addErrback(lambda _: finishes.append(client.finish()))
+        client.connectionLost(Failure(ConnectionLost()))
+        [finished] = finishes
+        failure = self.failureResultOf(finished, ConnectionFailed)
+        self.assertEqual(
+            failure.getErrorMessage(), "connection reset by 192.0.2.1:8000"
+        )
+
     def test_overlongLineFromServer(self) -> None:
         """
         A server line over the limit aborts the connection and fails waiting
