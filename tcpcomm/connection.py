@@ -44,6 +44,20 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpcomm.endpoints import formatAddress
+from tcpcomm.flags import (
+    ACTIVE,
+    CLOSING,
+    DISCONNECTED,
+    HELD,
+    IDLE,
+    INPUT_CLOSED,
+    LINGERING,
+    QUEUED,
+    READING_PAUSED,
+    REFUSED,
+    TIMED_OUT,
+    WRITE_BLOCKED,
+)
 from tcpcomm.limits import ConnectionLimits
 from tcpcomm.stats import ServerStats
 
@@ -75,32 +89,9 @@ closing, aborted) by the first sweep after T, between T and T + T/4 after its
 last activity.
 """
 
-# ConnectionProtocol._flags: a connection's state in one int.  Those of a
-# working connection stay below 256, so that its flags are one of CPython's
-# shared small ints rather than an int object of its own: the idle count (how
-# many sweeps found it idle, see IDLE_SWEEPS) in the three lowest bits, then
-# the flags that come and go while it works.  The flags of a closing
-# connection are above.  Subclasses use the bits from 1 << 16 on.
-_IDLE = 0b111
-_ACTIVE = ~_IDLE
-_HANDLING = 1 << 3
-_WRITE_BLOCKED = 1 << 4
-_READING_PAUSED = 1 << 5
-_HELD = 1 << 6
-_QUEUED = 1 << 7
-_CLOSING = 1 << 8
-_INPUT_CLOSED = 1 << 9
-_LINGERING = 1 << 10
-_DISCONNECTED = 1 << 11
-_REFUSED = 1 << 12
-_TIMED_OUT = 1 << 13
-SUBCLASS_FLAGS = 1 << 16
-"""
-The lowest bit of L{ConnectionProtocol}'s flags that subclasses may use.
-"""
 
 
-class _Extra:
+class ConnectionExtra:
     """
     What a connection keeps only once it needs it: an idle connection has
     none of it.
@@ -141,7 +132,7 @@ class ConnectionProtocol:
     is a slotted class of its own rather than a subclass of Twisted's
     C{Protocol} (whose instances carry a dictionary), its state flags are bits
     of one small int, what only a busy or closing connection needs is made
-    when first needed (L{_Extra}), and the peer's address is formatted when a
+    when first needed (L{ConnectionExtra}), and the peer's address is formatted when a
     log line needs it.  Subclasses that add state should declare
     C{__slots__} too, and call C{super().__init__()} from an C{__init__} of
     their own.
@@ -168,7 +159,7 @@ class ConnectionProtocol:
     bytesIn: int
     bytesOut: int
     _flags: int
-    _extra: _Extra | None
+    _extra: ConnectionExtra | None
     # Neighbours in the factory's OpenConnections.
     _prev: ConnectionProtocol | None
     _next: ConnectionProtocol | None
@@ -207,7 +198,7 @@ class ConnectionProtocol:
         """
         Whether the connection is made and not lost.
         """
-        return hasattr(self, "transport") and not self._flags & _DISCONNECTED
+        return hasattr(self, "transport") and not self._flags & DISCONNECTED
 
     # State, as seen from outside.
 
@@ -252,28 +243,28 @@ class ConnectionProtocol:
         """
         Whether reading from the socket is paused now.
         """
-        return bool(self._flags & _READING_PAUSED)
+        return bool(self._flags & READING_PAUSED)
 
     @property
     def inputClosed(self) -> bool:
         """
         Whether the peer has half-closed (sent FIN).
         """
-        return bool(self._flags & _INPUT_CLOSED)
+        return bool(self._flags & INPUT_CLOSED)
 
     @property
     def refused(self) -> bool:
         """
         Whether this connection was over a limit and refused.
         """
-        return bool(self._flags & _REFUSED)
+        return bool(self._flags & REFUSED)
 
     @property
     def closing(self) -> bool:
         """
         Whether this side has decided to close.
         """
-        return bool(self._flags & _CLOSING)
+        return bool(self._flags & CLOSING)
 
     @property
     def lingering(self) -> bool:
@@ -281,14 +272,14 @@ class ConnectionProtocol:
         Whether this side has sent its last words and now discards input
         until the peer closes (see L{lingeringClose}).
         """
-        return bool(self._flags & _LINGERING)
+        return bool(self._flags & LINGERING)
 
     @property
     def disconnected(self) -> bool:
         """
         Whether the connection is gone.
         """
-        return bool(self._flags & _DISCONNECTED)
+        return bool(self._flags & DISCONNECTED)
 
     @property
     def queuedBytes(self) -> int:
@@ -298,13 +289,13 @@ class ConnectionProtocol:
         extra = self._extra
         return 0 if extra is None else extra.queuedBytes
 
-    def _getExtra(self) -> _Extra:
+    def _getExtra(self) -> ConnectionExtra:
         """
-        This connection's L{_Extra}, made on first use.
+        This connection's L{ConnectionExtra}, made on first use.
         """
         extra = self._extra
         if extra is None:
-            extra = self._extra = _Extra()
+            extra = self._extra = ConnectionExtra()
         return extra
 
     # Opening and closing.
@@ -317,7 +308,7 @@ class ConnectionProtocol:
         """
         refusal = self.factory.connectionOpened(self)
         if refusal is not None:
-            self._flags |= _REFUSED
+            self._flags |= REFUSED
             self.refuse(refusal)
             return
         self.transport.registerProducer(self, True)
@@ -327,7 +318,7 @@ class ConnectionProtocol:
         Stop the timers and tell the factory, which logs the connection's
         totals.
         """
-        self._flags |= _CLOSING | _DISCONNECTED
+        self._flags |= CLOSING | DISCONNECTED
         extra = self._extra
         if extra is not None:
             timer = extra.lingerTimer
@@ -352,7 +343,7 @@ class ConnectionProtocol:
         self.bytesOut += size
         self.factory.stats.bytesOut += size
         self.transport.write(data)
-        self._flags &= _ACTIVE
+        self._flags &= ACTIVE
 
     def sendUnasked(self, data: bytes) -> None:
         """
@@ -364,21 +355,21 @@ class ConnectionProtocol:
         """
         flags = self._flags
         limit = self.factory.maxPendingBytes
-        if not flags & (_WRITE_BLOCKED | _QUEUED) or limit is None:
+        if not flags & (WRITE_BLOCKED | QUEUED) or limit is None:
             self.send(data)
             return
-        if flags & _CLOSING:
+        if flags & CLOSING:
             return
         extra = self._getExtra()
         if not extra.queued:
             extra.queued = deque()
-            self._flags = flags | _QUEUED
+            self._flags = flags | QUEUED
         extra.queued.append(data)
         extra.queuedBytes += len(data)
         if extra.queuedBytes > limit:
             extra.queued = ()
             extra.queuedBytes = 0
-            self._flags &= ~_QUEUED
+            self._flags &= ~QUEUED
             self.factory.stats.tooSlow += 1
             self._log.info(
                 "{peer} is too slow: over {limit} bytes waiting; closing",
@@ -393,20 +384,31 @@ class ConnectionProtocol:
         """
         extra = self._getExtra()
         queued = extra.queued
-        while queued and not self._flags & (_WRITE_BLOCKED | _CLOSING):
+        while queued and not self._flags & (WRITE_BLOCKED | CLOSING):
             assert isinstance(queued, deque)
             data = queued.popleft()
             extra.queuedBytes -= len(data)
             self.send(data)
         if not queued:
-            self._flags &= ~_QUEUED
+            self._flags &= ~QUEUED
 
     def touch(self) -> None:
         """
         Note activity that sends nothing (a line handled without a reply),
         putting off the idle timeout.
         """
-        self._flags &= _ACTIVE
+        self._flags &= ACTIVE
+
+    def idleSweep(self) -> None:
+        """
+        The factory's idle sweep: count one more sweep that found this
+        connection idle, or, idle for a whole timeout, time it out.
+        """
+        flags = self._flags
+        if (flags & IDLE) < IDLE_SWEEPS:
+            self._flags = flags + 1
+        else:
+            self._idleTimeoutPassed()
 
     def _idleTimeoutPassed(self) -> None:
         """
@@ -414,17 +416,17 @@ class ConnectionProtocol:
         timeout: time out, or abort if it was closing (or timed out already)
         and made no progress since.
         """
-        flags = self._flags & _ACTIVE
+        flags = self._flags & ACTIVE
         self._flags = flags
-        if not flags & _CLOSING and self.isBusy():
+        if not flags & CLOSING and self.isBusy():
             return
-        if flags & (_CLOSING | _TIMED_OUT):
+        if flags & (CLOSING | TIMED_OUT):
             self._log.info(
                 "{peer} made no progress while closing; aborting", peer=self.peer
             )
             self.transport.abortConnection()
             return
-        self._flags = flags | _TIMED_OUT
+        self._flags = flags | TIMED_OUT
         self.factory.stats.idleTimeouts += 1
         self._log.info(
             "{peer} idle for {timeout} s; closing",
@@ -477,8 +479,8 @@ class ConnectionProtocol:
         then hand over to L{inputEnded}.
         """
         flags = self._flags
-        self._flags = flags | _INPUT_CLOSED
-        if flags & (_LINGERING | _REFUSED):
+        self._flags = flags | INPUT_CLOSED
+        if flags & (LINGERING | REFUSED):
             self.transport.loseConnection()
             return
         self.inputEnded()
@@ -502,9 +504,9 @@ class ConnectionProtocol:
         The producer is unregistered first: a transport with a paused
         producer never finishes closing.
         """
-        if self._flags & _CLOSING:
+        if self._flags & CLOSING:
             return
-        self._flags |= _CLOSING
+        self._flags |= CLOSING
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
@@ -520,13 +522,13 @@ class ConnectionProtocol:
         the connection is aborted, sent or not.
         """
         flags = self._flags
-        if flags & _CLOSING:
+        if flags & CLOSING:
             return
-        if flags & _INPUT_CLOSED:
+        if flags & INPUT_CLOSED:
             self.closeWhenFlushed()
             return
-        self._flags = flags | _CLOSING | _LINGERING
-        if not flags & _REFUSED:
+        self._flags = flags | CLOSING | LINGERING
+        if not flags & REFUSED:
             self.transport.unregisterProducer()
         self.transport.resumeProducing()
         self.transport.loseWriteConnection()
@@ -540,15 +542,15 @@ class ConnectionProtocol:
         """
         The transport's write buffer is full: stop reading until it drains.
         """
-        self._flags |= _WRITE_BLOCKED
+        self._flags |= WRITE_BLOCKED
         self._updateReading()
 
     def resumeProducing(self) -> None:
         """
         The transport's write buffer has drained: read again unless held.
         """
-        self._flags &= ~_WRITE_BLOCKED
-        if self._flags & _QUEUED:
+        self._flags &= ~WRITE_BLOCKED
+        if self._flags & QUEUED:
             self._sendQueued()
         self._updateReading()
 
@@ -565,7 +567,7 @@ class ConnectionProtocol:
         extra = self._getExtra()
         extra.holds += 1
         if extra.holds > 0:
-            self._flags |= _HELD
+            self._flags |= HELD
         self._updateReading()
 
     def releaseReading(self) -> None:
@@ -575,7 +577,7 @@ class ConnectionProtocol:
         extra = self._getExtra()
         extra.holds -= 1
         if extra.holds <= 0:
-            self._flags &= ~_HELD
+            self._flags &= ~HELD
         self._updateReading()
 
     def summary(self) -> str:
@@ -586,14 +588,14 @@ class ConnectionProtocol:
 
     def _updateReading(self) -> None:
         flags = self._flags
-        pause = bool(flags & (_WRITE_BLOCKED | _HELD))
-        if pause == bool(flags & _READING_PAUSED) or flags & (_INPUT_CLOSED | _CLOSING):
+        pause = bool(flags & (WRITE_BLOCKED | HELD))
+        if pause == bool(flags & READING_PAUSED) or flags & (INPUT_CLOSED | CLOSING):
             return
         if pause:
-            self._flags = flags | _READING_PAUSED
+            self._flags = flags | READING_PAUSED
             self.transport.pauseProducing()
         else:
-            self._flags = flags & ~_READING_PAUSED
+            self._flags = flags & ~READING_PAUSED
             self.transport.resumeProducing()
 
 
@@ -840,11 +842,7 @@ class ConnectionFactory(_FactoryBase):
         if not timeout:
             return
         for protocol in self._open:
-            flags = protocol._flags
-            if (flags & _IDLE) < IDLE_SWEEPS:
-                protocol._flags = flags + 1
-            else:
-                protocol._idleTimeoutPassed()
+            protocol.idleSweep()
         if self._open and self._sweeper is None:
             # On the schedule, not an interval after this sweep ran, so that
             # lateness does not add up; but never sooner than an interval

@@ -1,39 +1,74 @@
-# -*- test-case-name: tests.test_line -*-
+# -*- test-case-name: tests.test_line,tests.test_framed -*-
 """
-A line server: each line a client sends goes to a handler, and the handler's
-reply goes back as a line.
+A message server: each message a client sends goes to a handler, and the
+handler's reply goes back framed the same way.
 
-Handlers are plain callables taking the line as C{bytes} and returning
-C{bytes} (or another bytes-like C{bytearray} or C{memoryview}), C{str} (sent
-as UTF-8), C{None} (no reply), a L{Deferred} of one of those, or a coroutine
-returning one of those.  Replies go out in the order
-the lines came in, even when handlers finish out of order, so clients may
+Messages are lines by default; the factory's C{framing} makes them any of
+L{tcpcomm.framers}' framings (length fields, MODBUS TCP, STX/ETX...).
+Handlers are plain callables taking the message's payload as C{bytes} and
+returning C{bytes} (or another bytes-like C{bytearray} or C{memoryview}),
+C{str} (sent as UTF-8), C{None} (no reply), a L{Deferred} of one of those,
+or a coroutine returning one of those.  Replies go out in the order the
+messages came in, even when handlers finish out of order, so clients may
 pipeline.
+
+The protocol is glue: the framer (L{tcpcomm.framing}, L{tcpcomm.framers})
+cuts messages and frames replies, the L{ReplyQueue} keeps replies in order
+and decides when reading pauses and when a close may happen, and
+L{LineProtocol} calls handlers and moves bytes.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, TypeAlias
+from collections.abc import Callable, Coroutine, Generator
+from types import CoroutineType
+from typing import Any, ClassVar, TypeAlias, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from tcpcomm.connection import (
-    _ACTIVE,
-    _CLOSING,
-    _HANDLING,
-    _LINGERING,
-    SUBCLASS_FLAGS,
-    ConnectionFactory,
-    ConnectionProtocol,
-    _Extra,
+from tcpcomm.connection import ConnectionExtra, ConnectionFactory, ConnectionProtocol
+from tcpcomm.flags import (
+    ACTIVE,
+    CLOSING,
+    FAILED,
+    HANDLING,
+    HELD_FOR_PENDING,
+    LINE_SUBCLASS_FLAGS,
+    LINGER,
+    LINGERING,
+    NOT_HANDLING,
+    PACED,
+    WANT_CLOSE,
 )
+from tcpcomm.framers.base import Framer, FramingError
+from tcpcomm.framers.line import LineAdapter
+from tcpcomm.framers.modbus import ModbusFramer, exceptionResponse
+from tcpcomm.framers.spec import parseFraming
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
+from tcpcomm.replyqueue import ReplyQueue, Slot
+
+__all__ = [
+    "DEFAULT_MAX_PENDING",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "DELIMITERS",
+    "GATEWAY_TARGET_FAILED",
+    "HANDLERS_PER_TURN",
+    "HANDLER_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "INTERNAL_ERROR",
+    "LINE_SUBCLASS_FLAGS",
+    "TOO_SLOW",
+    "Handler",
+    "HandlerResult",
+    "LineFactory",
+    "LineProtocol",
+    "Reply",
+    "echoLine",
+]
 
 Reply: TypeAlias = "bytes | str | None"
 HandlerResult: TypeAlias = (
@@ -49,7 +84,7 @@ The reply delimiters a L{LineFactory} accepts, by name.
 DEFAULT_MAX_PENDING = 1024
 """
 How many replies may wait for slow handlers on one connection before the
-server stops reading more lines from it.
+server stops reading more messages from it.
 """
 
 INTERNAL_ERROR = b"ERROR internal error"
@@ -57,12 +92,20 @@ HANDLER_TIMEOUT = b"ERROR handler timed out"
 IDLE_TIMEOUT = b"ERROR idle timeout"
 TOO_SLOW = b"ERROR too slow"
 
+SERVER_DEVICE_FAILURE = 0x04
+GATEWAY_TARGET_FAILED = 0x0B
+"""
+The MODBUS exception code that answers a request whose handler timed out
+("gateway target device failed to respond"); one whose handler failed gets
+0x04, "server device failure".
+"""
+
 HANDLERS_PER_TURN = 16
 """
 How many handlers that do not answer at once (Deferreds, coroutines) one
-connection may start before it lets the reactor turn: the rest of its lines
-wait, unhandled and with reading paused, for the next turn (or for its
-pending replies to drain).  Without it, a connection keeps up to
+connection may start before it lets the reactor turn: the rest of its
+messages wait, unhandled and with reading paused, for the next turn (or for
+its pending replies to drain).  Without it, a connection keeps up to
 C{maxPending} such handlers going, each finishing handler starting the next
 in the same reactor turn, and a few hundred busy clients make one turn last
 seconds: timers, signals (SIGTERM) and other clients wait that long.
@@ -77,94 +120,105 @@ chat and relay modes let wait for a slow client by default.
 
 echoLine: Callable[[bytes], bytes] = bytes.__bytes__
 """
-The default handler: reply with the line itself.
+The default handler: reply with the message itself.
 
-C{bytes.__bytes__} returns the very bytes object it is given (a line is
+C{bytes.__bytes__} returns the very bytes object it is given (a message is
 always exactly C{bytes}), and being C it is called without a Python frame:
 about 320 instructions less per line than C{def echoLine(line): return
 line}, a sixth of a 16-line read.
 """
 
 
-class _PendingReply:
+class _Failed:
     """
-    A reply in the queue of replies waiting to go out in request order:
-    either already known (C{done}) or waiting for a handler's Deferred.
-    """
-
-    __slots__ = ("deferred", "done", "reply", "timer")
-
-    def __init__(self, reply: bytes | None = None, done: bool = True) -> None:
-        self.done = done
-        self.reply = reply
-        self.deferred: Deferred[Any] | None = None
-        self.timer: IDelayedCall | None = None
-
-
-_NO_PENDING: deque[_PendingReply] = deque(maxlen=0)
-"""
-Stands for an empty reply queue in the hot loop: empty, so never appended
-to (and with C{maxlen=0} it would keep nothing if it were).
-"""
-
-
-class _LineExtra(_Extra):
-    """
-    What a line connection keeps only once it needs it (see L{_Extra}).
-
-    @ivar pending: Replies waiting, in request order, while one waits for a
-        handler; C{()} when none waits.
-    @ivar backlog: Lines read but not yet handled, waiting for room among
-        the pending replies.
-    @ivar lastWords: The C{ERROR} line to send before closing.
-    @ivar started: How many handlers that did not answer at once it started
-        since its pending replies last drained or the reactor last turned.
-    @ivar nextTurn: The call that handles the lines left for the next turn.
+    The result of a handler that raised (or timed out): its message is
+    answered with the framing's failure reply.
     """
 
-    __slots__ = ("backlog", "lastWords", "nextTurn", "pending", "started")
+    __slots__ = ("timedOut",)
+
+    def __init__(self, timedOut: bool) -> None:
+        self.timedOut = timedOut
+
+
+_FAILED = _Failed(False)
+_TIMED_OUT = _Failed(True)
+
+
+def _resume(
+    coroutine: Coroutine[Any, Any, Any], yielded: object
+) -> Generator[object, object, object]:
+    """
+    Go on running C{coroutine}, which yielded C{yielded} when first sent
+    C{None}, as a generator that L{Deferred.fromCoroutine} drives as it would
+    have driven the coroutine itself.
+
+    The first step is run by the caller, so a coroutine that returns without
+    awaiting costs no Deferred at all.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as error:
+            try:
+                yielded = coroutine.throw(error)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coroutine.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+class _LineExtra(ConnectionExtra):
+    """
+    What a line connection keeps only once it needs it (see
+    L{ConnectionExtra}).
+
+    @ivar queue: Its L{ReplyQueue}, once a reply or a message has had to
+        wait; C{None} again once nothing waits.
+    @ivar nextTurn: The call that handles the messages left for the next
+        turn.
+    @ivar flush: The call that sends, a turn later, the replies that became
+        ready while other handlers still ran.
+    """
+
+    __slots__ = ("flush", "nextTurn", "queue")
 
     def __init__(self) -> None:
         super().__init__()
-        self.pending: deque[_PendingReply] | tuple[()] = ()
-        self.backlog: list[bytes] | tuple[()] = ()
-        self.lastWords: bytes | None = None
-        self.started = 0
+        self.queue: ReplyQueue | None = None
         self.nextTurn: IDelayedCall | None = None
+        self.flush: IDelayedCall | None = None
 
 
-# LineProtocol's own flags (see tcpcomm.connection._flags).
-_WANT_CLOSE = SUBCLASS_FLAGS
-_LINGER = SUBCLASS_FLAGS << 1
-_HELD_FOR_PENDING = SUBCLASS_FLAGS << 2
-_PACED = SUBCLASS_FLAGS << 3
+_NOT_PLAIN = HANDLING | WANT_CLOSE | HELD_FOR_PENDING | FAILED
 """
-Set on each connection a paced factory makes: a flag set keeps its reads off
-L{LineProtocol.dataReceived}'s fast path, which would start a whole read's
-handlers at once; nothing tests it.
-"""
-LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 4
-"""
-The lowest bit of the flags that subclasses of L{LineProtocol} may use.
-"""
-_NOT_PLAIN = _HANDLING | _WANT_CLOSE | _HELD_FOR_PENDING
-"""
-Flags under which handling lines has more to do afterwards
+Flags under which handling messages has more to do afterwards
 (L{LineProtocol._afterHandling}).
 """
-_NOT_HANDLING = ~_HANDLING
+
+
+class _CannotAnswer(Exception):
+    """
+    A binary framing has no way to answer this message (its handler failed,
+    or its reply cannot be framed): the connection must close after the
+    replies before it.
+    """
 
 
 class LineProtocol(ConnectionProtocol):
     """
-    Split the client's bytes into lines, answer each with the handler's
-    reply, in order.
+    Cut the client's bytes into messages (lines by default), answer each
+    with the handler's reply, in order.
 
     A line ends at LF; a CR just before the LF is dropped.  Replies end with
-    the factory's delimiter.  Subclasses may override L{lineReceived}
-    instead of giving the factory a handler.
+    the factory's delimiter.  Other framings cut and frame as the factory's
+    C{framing} says.  Subclasses may override L{lineReceived} instead of
+    giving the factory a handler.
 
-    Failures never cost the client its connection: a handler that raises
+    Failures never cost a line client its connection: a handler that raises
     (or whose Deferred fails) is logged with its traceback and the client
     gets C{ERROR internal error} in that reply's place.  A line longer than
     the limit gets C{ERROR line too long (limit N bytes)} after the replies
@@ -172,24 +226,34 @@ class LineProtocol(ConnectionProtocol):
     half-closes, a last line without a delimiter is still handled, every
     pending reply is sent, and then the server closes.
 
-    Memory: the framer is made when the first bytes arrive, and the queue of
-    pending replies when a reply first has to wait for a handler (it goes
+    Binary framings have no room for an error text: a corrupt or oversized
+    frame, a handler that fails or times out, or a reply that cannot be
+    framed gets the replies to the messages before it, a log line, and a
+    close.  MODBUS TCP is the exception for handlers: one that fails (or
+    whose reply is no valid ADU) is answered with exception code 0x04,
+    "server device failure", one that times out with 0x0B, and the
+    connection stays open.
+
+    Memory: the framer is made when the first bytes arrive, and the
+    L{ReplyQueue} when a reply first has to wait for a handler (it goes
     again once empty), so a connection that sends nothing costs two slots
     more than a L{ConnectionProtocol}.
 
-    @ivar linesHandled: Complete lines handled on this connection.
+    @ivar linesHandled: Complete messages handled on this connection.
     """
 
     __slots__ = ("_framer", "linesHandled")
 
     factory: LineFactory
     linesHandled: int
-    _framer: LineFramer | None
+    # A LineFramer for lines (its fast path, and its overflowed flag), else
+    # the factory's Framer.
+    _framer: Any
     _extra: _LineExtra | None
 
     _plainLines: ClassVar[bool] = True
     """
-    Whether this class answers lines with L{LineProtocol.lineReceived}
+    Whether this class answers messages with L{LineProtocol.lineReceived}
     itself, so that the factory's handler may be called directly; set for
     each subclass when it is defined.
     """
@@ -209,23 +273,46 @@ class LineProtocol(ConnectionProtocol):
         How many replies wait to be sent, for their handler or behind one
         whose handler is still running.
         """
-        extra = self._extra
-        return 0 if extra is None else len(extra.pending)
+        queue = self._queue()
+        return 0 if queue is None else len(queue)
 
     @property
     def heldBytes(self) -> int:
         """
-        How many bytes of an unfinished line are held: at most the line
-        length limit plus one.
+        How many bytes of an unfinished message are held: at most the
+        framing's limit plus its header (for lines, the limit plus one).
         """
         framer = self._framer
-        return 0 if framer is None else framer.pendingLength()
+        if framer is None:
+            return 0
+        if self.factory.makeFramer is None:
+            length: int = framer.pendingLength()
+            return length
+        held: int = framer.buffered
+        return held
 
     def _getExtra(self) -> _LineExtra:
         extra = self._extra
         if extra is None:
             extra = self._extra = _LineExtra()
         return extra
+
+    def _queue(self) -> ReplyQueue | None:
+        """
+        This connection's L{ReplyQueue}, if it has one now.
+        """
+        extra = self._extra
+        return None if extra is None else extra.queue
+
+    def _getQueue(self) -> ReplyQueue:
+        """
+        This connection's L{ReplyQueue}, made if it has none.
+        """
+        extra = self._getExtra()
+        queue = extra.queue
+        if queue is None:
+            queue = extra.queue = ReplyQueue(self.factory.maxPending, HANDLERS_PER_TURN)
+        return queue
 
     def connectionMade(self) -> None:
         """
@@ -235,20 +322,20 @@ class LineProtocol(ConnectionProtocol):
         """
         super().connectionMade()
         if self.factory.paced:
-            self._flags |= _PACED
+            self._flags |= PACED
 
     def lineReceived(self, line: bytes) -> HandlerResult:
         """
-        Answer one line.  By default, call the factory's handler.
+        Answer one message.  By default, call the factory's handler.
 
-        @param line: The line, without its delimiter.
+        @param line: The message's payload (a line without its delimiter).
         @return: The reply, in any form a handler may return.
         """
         return self.factory.handler(line)
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Frame C{data} into lines and answer them.
+        Cut C{data} into messages and answer them.
         """
         # countIn (and send, for one line) inlined: this runs once per read.
         size = len(data)
@@ -256,9 +343,10 @@ class LineProtocol(ConnectionProtocol):
         factory = self.factory
         stats = factory.stats
         stats.bytesIn += size
-        if self._flags:
+        if self._flags or factory.makeFramer is not None:
             # In some state (handling, held, closing, seen idle by a sweep,
-            # ...): the general way.  A connection at work has no flag set.
+            # ...), or not lines: the general way.  A line connection at
+            # work has no flag set.
             self._readInState(data)
             return
         framer = self._framer or self._startFraming()
@@ -269,13 +357,16 @@ class LineProtocol(ConnectionProtocol):
         elif self._extra is None and count <= factory.maxPending and self._plainLines:
             # No reply waiting and room for every line: the usual read.
             # _handleLines, cut down to it (no flag was set, so none to keep).
-            self._flags = _HANDLING
+            self._flags = HANDLING
             if count == 1:
                 # A client that waits for each reply: no map(), no join.
+                reply: object
                 try:
                     reply = factory.handler(lines[0])
                 except Exception:
                     reply = self._handlerRaised()
+                if type(reply) is CoroutineType:
+                    reply = self._startCoroutine(reply)
                 if type(reply) is bytes:
                     reply += factory.delimiter
                     size = len(reply)
@@ -283,55 +374,86 @@ class LineProtocol(ConnectionProtocol):
                     stats.bytesOut += size
                     self.transport.write(reply)
                 else:
-                    self._sendReplies([reply], factory.delimiter)
+                    self._sendReplies([reply], lines)
             else:
                 results = self._callHandlers(factory.handler, lines)
-                self._sendReplies(results, factory.delimiter)
+                self._sendReplies(results, lines)
             self.linesHandled += count
             stats.linesHandled += count
-            if self._flags != _HANDLING or self._extra is not None:
+            if self._flags != HANDLING or self._extra is not None:
                 # Handling left something to do: a reply to wait for, a
                 # close, a hold (or only a paused write: then it is a no-op).
-                self._flags &= _NOT_HANDLING
+                self._flags &= NOT_HANDLING
                 self._afterHandling()
             else:
                 self._flags = 0
         else:
             self._handleLines(lines)
-        if framer.overflowed and not self._flags & _WANT_CLOSE:
+        if framer.overflowed and not self._flags & WANT_CLOSE:
             self._lineTooLong()
 
     def _readInState(self, data: bytes) -> None:
         """
-        L{dataReceived} for a connection with any flag set: discard C{data}
-        if lingering, else frame it and handle its lines the general way.
+        L{dataReceived} the general way: discard C{data} if lingering (or
+        after a framing error), else cut it and handle its messages.
         """
-        if self._flags & _LINGERING:
+        if self._flags & LINGERING:
             return
         framer = self._framer or self._startFraming()
+        if self.factory.makeFramer is not None:
+            flags = self._flags
+            if flags & FAILED or (flags & WANT_CLOSE and flags & LINGER):
+                # Closing for an error (or shutting down): no more messages,
+                # and a framer that failed is dead.
+                return
+            try:
+                frames = framer.feed(data)
+            except FramingError as error:
+                self._framingFailed(error)
+                return
+            if frames:
+                self._handleLines(frames)
+            return
         lines = framer.feed(data)
         if lines:
             self._handleLines(lines)
-        if framer.overflowed and not self._flags & _WANT_CLOSE:
+        if framer.overflowed and not self._flags & WANT_CLOSE:
             self._lineTooLong()
 
-    def _startFraming(self) -> LineFramer:
+    def _startFraming(self) -> Any:
         """
         Make this connection's framer, when its first bytes arrive.
         """
-        framer = self._framer = LineFramer(self.factory.maxLineLength)
+        factory = self.factory
+        makeFramer = factory.makeFramer
+        framer: Any = (
+            LineFramer(factory.maxLineLength) if makeFramer is None else makeFramer()
+        )
+        self._framer = framer
         return framer
 
     def inputEnded(self) -> None:
         """
-        The client half-closed: handle a last unterminated line, then close
-        once every pending reply is sent.
+        The client half-closed: handle a last unterminated message (a line,
+        or a frame of a delimiter framing), then close once every pending
+        reply is sent.  A binary frame cut short is an error, logged.
         """
         framer = self._framer
-        last = None if framer is None else framer.finish()
-        if last is not None:
-            self._handleLines([last])
-        self._flags |= _WANT_CLOSE
+        flags = self._flags
+        if framer is not None:
+            if self.factory.makeFramer is None:
+                last = framer.finish()
+                if last is not None:
+                    self._handleLines([last])
+            elif not (flags & FAILED or (flags & WANT_CLOSE and flags & LINGER)):
+                try:
+                    frames = framer.end()
+                except FramingError as error:
+                    self._framingFailed(error)
+                else:
+                    if frames:
+                        self._handleLines(frames)
+        self._flags |= WANT_CLOSE
         self._finishAfterPending()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -339,69 +461,65 @@ class LineProtocol(ConnectionProtocol):
         Cancel handlers still running: nobody is left to answer.
         """
         extra = self._extra
-        pending: deque[_PendingReply] | tuple[()] = ()
+        running: list[Slot] = []
         if extra is not None:
-            pending, extra.pending = extra.pending, ()
-            extra.backlog = ()
-            self._cancelNextTurn(extra)
+            queue, extra.queue = extra.queue, None
+            if queue is not None:
+                running = queue.drop()
+            self._cancelCalls(extra)
         super().connectionLost(reason)
-        for slot in pending:
-            if slot.timer is not None and slot.timer.active():
-                slot.timer.cancel()
-            if slot.deferred is not None and not slot.done:
-                slot.deferred.cancel()
+        self._cancelSlots(running)
 
     def summary(self) -> str:
         """
-        Describe this connection's traffic, lines included.
+        Describe this connection's traffic, messages included.
         """
-        lines = self.linesHandled
-        return f"{super().summary()}, {lines} line{'' if lines == 1 else 's'}"
+        count = self.linesHandled
+        noun = "line" if self.factory.makeFramer is None else "message"
+        return f"{super().summary()}, {count} {noun}{'' if count == 1 else 's'}"
 
     def _handleLines(self, lines: list[bytes]) -> None:
         """
-        Answer C{lines} in order.  Synchronous replies to them go out in one
-        write.  Once C{maxPending} replies wait on handlers, the remaining
-        lines wait (unhandled, with reading paused) until some are sent, so
-        one read full of lines cannot start more than C{maxPending} handlers;
-        once the factory's handler has answered later (L{LineFactory.paced}),
-        they also wait when L{HANDLERS_PER_TURN} handlers that answer later
-        have started this reactor turn.
+        Answer C{lines} (messages) in order.  Synchronous replies to them go
+        out in one write.  Once C{maxPending} replies wait on handlers, the
+        remaining messages wait (unhandled, with reading paused) until some
+        are sent, so one read full of them cannot start more than
+        C{maxPending} handlers; once the factory's handler has answered
+        later (L{LineFactory.paced}), they also wait when
+        L{HANDLERS_PER_TURN} handlers that answer later have started this
+        reactor turn.
         """
         factory = self.factory
         maxPending = factory.maxPending
-        extra = self._extra
-        if self._flags & _HANDLING or (
-            extra is not None and (extra.backlog or len(extra.pending) >= maxPending)
+        queue = self._queue()
+        if self._flags & HANDLING or (
+            queue is not None and (queue.backlog or len(queue) >= maxPending)
         ):
-            extra = self._getExtra()
-            extra.backlog = [*extra.backlog, *lines]
+            self._getQueue().defer(lines)
             self._holdWhileFull()
             return
-        # Handling lines is activity (touch).
-        self._flags = (self._flags | _HANDLING) & _ACTIVE
+        # Handling messages is activity (touch).
+        self._flags = (self._flags | HANDLING) & ACTIVE
         handle: Callable[[bytes], HandlerResult]
         if self._plainLines:
             handle = factory.handler  # the same call, one frame less
         else:
             handle = self.lineReceived
-        delimiter = factory.delimiter
         count = len(lines)
         handled = 0
         # Start handlers a chunk at a time, each chunk no larger than the
         # room left among the pending replies: however many of them turn
         # out to be asynchronous, no more than maxPending ever wait.
         while handled < count:
-            extra = self._extra
-            if extra is not None:
-                room = self._room(extra)
+            queue = self._queue()
+            if queue is not None:
+                room = queue.room(factory.paced)
             elif factory.paced:
                 room = min(maxPending, HANDLERS_PER_TURN)
             else:
                 room = maxPending
             if room <= 0:
-                extra = self._getExtra()
-                extra.backlog = [*lines[handled:], *extra.backlog]
+                self._getQueue().putBack(lines[handled:])
                 break
             chunk = (
                 lines
@@ -409,64 +527,49 @@ class LineProtocol(ConnectionProtocol):
                 else lines[handled : handled + room]
             )
             handled += len(chunk)
-            self._sendReplies(self._callHandlers(handle, chunk), delimiter)
+            self._sendReplies(self._callHandlers(handle, chunk), chunk)
+            if self._flags & FAILED:
+                # A binary framing could not answer one: no more.
+                break
         self.linesHandled += handled
         factory.stats.linesHandled += handled
-        flags = self._flags = self._flags & _NOT_HANDLING
+        flags = self._flags = self._flags & NOT_HANDLING
         if self._extra is not None or flags & _NOT_PLAIN:
             self._afterHandling()
 
-    def _room(self, extra: _LineExtra) -> int:
-        """
-        How many more lines may be handled now: room among the pending
-        replies and, once paced, in this turn's L{HANDLERS_PER_TURN}.
-        """
-        factory = self.factory
-        room = factory.maxPending - len(extra.pending)
-        if factory.paced:
-            room = min(room, HANDLERS_PER_TURN - extra.started)
-        return room
-
-    def _waitForRoom(self, extra: _LineExtra) -> None:
-        """
-        Lines wait in the backlog: if they wait for the next turn rather
-        than for pending replies, make sure it handles them.
-        """
-        if (
-            extra.nextTurn is None
-            and self.factory.paced
-            and extra.started >= HANDLERS_PER_TURN
-            and len(extra.pending) < self.factory.maxPending
-        ):
-            extra.nextTurn = self.factory.clock.callLater(0, self._nextTurn)
-
     def _nextTurn(self) -> None:
         """
-        The reactor turned: start handling the lines that waited for it.
+        The reactor turned: start handling the messages that waited for it.
         """
         extra = self._getExtra()
         extra.nextTurn = None
-        extra.started = 0
-        if extra.backlog and not self._flags & _HANDLING:
-            waiting, extra.backlog = extra.backlog, ()
-            self._handleLines(list(waiting))
+        queue = extra.queue
+        if queue is None:
+            return
+        queue.newTurn()
+        if queue.backlog and not self._flags & HANDLING:
+            self._handleLines(queue.takeBacklog())
 
-    def _cancelNextTurn(self, extra: _LineExtra) -> None:
-        nextTurn, extra.nextTurn = extra.nextTurn, None
-        if nextTurn is not None and nextTurn.active():
-            nextTurn.cancel()
+    def _cancelCalls(self, extra: _LineExtra) -> None:
+        """
+        Cancel the calls scheduled for a later turn.
+        """
+        for call in (extra.nextTurn, extra.flush):
+            if call is not None and call.active():
+                call.cancel()
+        extra.nextTurn = extra.flush = None
 
     def _callHandlers(
         self, handle: Callable[[bytes], HandlerResult], lines: list[bytes]
     ) -> list[object]:
         """
-        Call C{handle} on each of C{lines}, in order; a line whose handler
-        raised is answered with L{INTERNAL_ERROR}.
+        Call C{handle} on each of C{lines}, in order; a message whose
+        handler raised is answered as the framing answers failures.
 
-        @return: The results, one per line.
+        @return: The results, one per message.
         """
         # map() runs the calls in C.  After one raises, the same iterator
-        # goes on with the next line, and extend() keeps what it had added.
+        # goes on with the next message, and extend() keeps what it added.
         calls = map(handle, lines)
         results: list[object] = []
         while True:
@@ -477,209 +580,319 @@ class LineProtocol(ConnectionProtocol):
             else:
                 return results
 
-    def _sendReplies(self, results: list[object], delimiter: bytes) -> None:
+    def _sendReplies(self, results: list[object], requests: list[bytes]) -> None:
         """
-        Reply with the handlers' C{results} for consecutive lines, in order:
-        in one write, joined in C, when every one is bytes and no reply
-        waits before them; otherwise by L{_replyInOrder}.
+        Reply with the handlers' C{results} for the consecutive messages
+        C{requests}, in order: in one write, joined in C, when every one is
+        bytes and no reply waits before them; otherwise by L{_replyInOrder}.
         """
-        extra = self._extra
-        if extra is None or not extra.pending:
-            results.append(b"")
-            try:
-                data = delimiter.join(results)  # type: ignore[arg-type]
-            except TypeError:
-                results.pop()
+        queue = self._queue()
+        if queue is None or not queue.waiting:
+            factory = self.factory
+            encode = factory.encode
+            if encode is None:
+                results.append(b"")
+                try:
+                    data = factory.delimiter.join(results)  # type: ignore[arg-type]
+                except TypeError:
+                    results.pop()
+                else:
+                    self.send(data)
+                    return
             else:
-                self.send(data)
-                return
-        self._replyInOrder(results, delimiter)
+                try:
+                    data = b"".join(map(encode, results))  # type: ignore[arg-type]
+                except Exception:
+                    # One that is no bytes, or cannot be framed: one by one.
+                    pass
+                else:
+                    self.send(data)
+                    return
+        self._replyInOrder(results, requests)
 
     def _afterHandling(self) -> None:
         """
-        After handling lines: handle lines that arrived meanwhile if there
-        is room for them, keep reading paused while there is none, and
+        After handling messages: handle those that arrived meanwhile if
+        there is room for them, keep reading paused while there is none, and
         close if a close is wanted and nothing is pending.
         """
-        extra = self._extra
-        if extra is not None and extra.backlog and self._room(extra) > 0:
-            # Lines arrived while we were busy here, and there is room.
-            waiting, extra.backlog = extra.backlog, ()
-            self._handleLines(list(waiting))
+        queue = self._queue()
+        if (
+            queue is not None
+            and queue.backlog
+            and queue.room(self.factory.paced) > 0
+            and not self._flags & FAILED
+        ):
+            # Messages arrived while we were busy here, and there is room.
+            self._handleLines(queue.takeBacklog())
             return
         self._holdWhileFull()
         self._finishAfterPending()
 
-    def _handlerRaised(self) -> bytes:
+    def _handlerRaised(self) -> _Failed:
         """
-        Log the exception a handler just raised; it answers its line with
-        L{INTERNAL_ERROR}.
+        Log the exception a handler just raised; its message is answered as
+        the framing answers failures.
         """
-        self._log.failure("Handler failed on a line from {peer}", peer=self.peer)
-        return INTERNAL_ERROR
+        self._log.failure("Handler failed on a message from {peer}", peer=self.peer)
+        return _FAILED
 
-    def _replyInOrder(self, results: list[object], delimiter: bytes) -> None:
+    def _startCoroutine(self, coroutine: Coroutine[Any, Any, Any]) -> object:
         """
-        Send or queue the handlers' C{results} for consecutive lines, in
-        order: replies that are ready go out in one write, unless a reply
-        before them still waits for its handler; asynchronous results wait.
+        Run a handler's coroutine to its first wait.
+
+        @return: Its result if it returned without waiting; else a
+            L{Deferred} of its result; L{_FAILED} if it raised.
         """
-        extra = self._extra
-        pending: deque[_PendingReply] = _NO_PENDING if extra is None else extra.pending  # type: ignore[assignment]
+        try:
+            yielded = coroutine.send(None)
+        except StopIteration as stop:
+            return stop.value
+        except Exception:
+            return self._handlerRaised()
+        steps = cast("Generator[Deferred[Any], Any, Any]", _resume(coroutine, yielded))
+        return Deferred.fromCoroutine(steps)
+
+    def _replyInOrder(self, results: list[object], requests: list[bytes]) -> None:
+        """
+        Send or queue the handlers' C{results} for the consecutive messages
+        C{requests}, in order: replies that are ready go out in one write,
+        unless a reply before them still waits for its handler; those that
+        will come later wait.
+        """
+        queue = self._queue()
         ready: list[bytes] = []
-        append = ready.append
-        for result in results:
-            if type(result) is not bytes:
-                if result is None:
-                    continue
-                if isinstance(result, _REPLY_TYPES):
-                    result = _toBytes(result)
-                else:
-                    if ready:
-                        self.send(b"".join(ready))
-                        ready.clear()
-                    pending = self._await(result).pending  # type: ignore[assignment]
-                    continue
-            if pending:
-                pending.append(_PendingReply(result))
+        for index, result in enumerate(results):
+            if inspect.iscoroutine(result):
+                result = self._startCoroutine(result)
+            if isinstance(result, Deferred):
+                if ready:
+                    self.send(b"".join(ready))
+                    ready.clear()
+                queue = self._await(result, requests[index])
+                continue
+            try:
+                wire = self._wire(result, requests[index])
+            except _CannotAnswer:
+                for later in results[index + 1 :]:
+                    if isinstance(later, Deferred):
+                        later.cancel()
+                    elif inspect.iscoroutine(later):
+                        later.close()
+                if ready:
+                    self.send(b"".join(ready))
+                self._cannotAnswer(None)
+                return
+            if wire is None:
+                continue
+            if queue is not None and queue.waiting:
+                queue.ready(wire)
             else:
-                append(result)
-                append(delimiter)
+                ready.append(wire)
         if ready:
             self.send(b"".join(ready))
 
-    def _holdWhileFull(self) -> None:
+    def _wire(self, result: object, request: bytes) -> bytes | None:
         """
-        Keep reading paused exactly while C{maxPending} replies wait or lines
-        wait to be handled (and have the next turn handle lines that wait
-        for it).
-        """
-        extra = self._extra
-        full = extra is not None and (
-            bool(extra.backlog) or len(extra.pending) >= self.factory.maxPending
-        )
-        if full and extra is not None and extra.backlog:
-            self._waitForRoom(extra)
-        flags = self._flags
-        if full != bool(flags & _HELD_FOR_PENDING):
-            if full:
-                self._flags = flags | _HELD_FOR_PENDING
-                self.holdReading()
-            else:
-                self._flags = flags & ~_HELD_FOR_PENDING
-                self.releaseReading()
+        Frame a handler's C{result} for C{request}: its reply as bytes to
+        send, or C{None} for no reply.
 
-    def _await(self, result: object) -> _LineExtra:
+        @raise _CannotAnswer: If a binary framing has no answer for it.
         """
-        Queue a reply slot for an asynchronous (or malformed) handler result.
-
-        @return: This connection's L{_LineExtra}, which holds the queue.
-        """
-        slot = _PendingReply(done=False)
-        extra = self._getExtra()
-        if not extra.pending:
-            # Made on first use, and dropped once empty: most connections
-            # never wait on a handler, and a deque is big.
-            extra.pending = deque()
-        extra.pending.append(slot)
-        if inspect.iscoroutine(result):
-            result = Deferred.fromCoroutine(result)
-        if not isinstance(result, Deferred):
+        if result is None:
+            return None
+        factory = self.factory
+        if isinstance(result, _Failed):
+            return self._failureReply(request, result.timedOut)
+        try:
+            payload = _toBytes(result)
+        except TypeError:
             self._log.error(
-                "Handler returned {result!r} for a line from {peer}; expected"
+                "Handler gave {result!r} for a message from {peer}; expected"
                 " bytes, str, None, a Deferred or a coroutine",
                 result=result,
                 peer=self.peer,
             )
-            self._settle(INTERNAL_ERROR, slot)
-            return extra
-        extra.started += 1
-        self.factory.paced = True
-        slot.deferred = result
+            return self._failureReply(request, False)
+        encode = factory.encode
+        if encode is None:
+            return payload + factory.delimiter
+        try:
+            return encode(payload)
+        except FramingError as error:
+            self._log.error(
+                "Handler's reply to {peer} cannot be framed as {framing}: {reason}",
+                peer=self.peer,
+                framing=factory.framing,
+                reason=error.reason,
+            )
+            return self._failureReply(request, False)
+
+    def _failureReply(self, request: bytes, timedOut: bool) -> bytes:
+        """
+        The framing's answer to C{request} when its handler failed or timed
+        out: an C{ERROR} line, a MODBUS exception response.
+
+        @raise _CannotAnswer: If the framing has none.
+        """
+        factory = self.factory
+        encode = factory.encode
+        if encode is None:
+            return (HANDLER_TIMEOUT if timedOut else INTERNAL_ERROR) + factory.delimiter
+        if factory.modbus:
+            code = GATEWAY_TARGET_FAILED if timedOut else SERVER_DEVICE_FAILURE
+            try:
+                return encode(exceptionResponse(request, code))
+            except (ValueError, IndexError):
+                pass
+        raise _CannotAnswer()
+
+    def _cannotAnswer(self, slot: Slot | None) -> None:
+        """
+        A binary framing cannot answer a message (at C{slot}, if it had to
+        wait): send the replies before it, then close.
+        """
+        queue = self._getQueue()
+        if slot is not None:
+            self._cancelSlots(queue.cut(slot))
+        else:
+            self._cancelSlots(queue.cut(queue.wait(b"")))
+        self._log.warn(
+            "No {framing} reply for a message from {peer}; closing",
+            framing=self.factory.framing,
+            peer=self.peer,
+        )
+        self._flags |= FAILED
+        self._closeWith(None)
+        self._flushPending()
+
+    def _cancelSlots(self, slots: list[Slot]) -> None:
+        """
+        Stop the handlers of C{slots}, which nobody waits for any more.
+        """
+        for slot in slots:
+            timer = slot.timer
+            if timer is not None and timer.active():
+                timer.cancel()
+            if slot.waiting is not None:
+                slot.waiting.cancel()
+
+    def _holdWhileFull(self) -> None:
+        """
+        Keep reading paused exactly while C{maxPending} replies wait or
+        messages wait to be handled (and have the next turn handle messages
+        that wait for it).
+        """
+        queue = self._queue()
+        full = queue is not None and queue.full()
+        if full and queue is not None and queue.waitsForTurn(self.factory.paced):
+            extra = self._getExtra()
+            if extra.nextTurn is None:
+                extra.nextTurn = self.factory.clock.callLater(0, self._nextTurn)
+        flags = self._flags
+        if full != bool(flags & HELD_FOR_PENDING):
+            if full:
+                self._flags = flags | HELD_FOR_PENDING
+                self.holdReading()
+            else:
+                self._flags = flags & ~HELD_FOR_PENDING
+                self.releaseReading()
+
+    def _await(self, result: Deferred[Any], request: bytes) -> ReplyQueue:
+        """
+        Queue a reply slot for a handler that answers later.
+
+        @return: This connection's L{ReplyQueue}.
+        """
+        queue = self._getQueue()
+        slot = queue.wait(request)
+        factory = self.factory
+        factory.paced = True
+        slot.waiting = result
         result.addCallbacks(
             self._settle, self._handlerFailed, callbackArgs=(slot,), errbackArgs=(slot,)
         )
-        timeout = self.factory.handlerTimeout
+        timeout = factory.handlerTimeout
         if timeout and not slot.done:
-            slot.timer = self.factory.clock.callLater(
-                timeout, self._handlerTimedOut, slot
-            )
-        return extra
+            slot.timer = factory.clock.callLater(timeout, self._handlerTimedOut, slot)
+        return queue
 
-    def _handlerFailed(self, failure: Failure, slot: _PendingReply) -> None:
+    def _handlerFailed(self, failure: Failure, slot: Slot) -> None:
         if not (self.disconnected or slot.done or failure.check(CancelledError)):
             self._log.failure(
-                "Handler failed on a line from {peer}", failure, peer=self.peer
+                "Handler failed on a message from {peer}", failure, peer=self.peer
             )
-        self._settle(INTERNAL_ERROR, slot)
+        self._settle(_FAILED, slot)
 
-    def _handlerTimedOut(self, slot: _PendingReply) -> None:
+    def _handlerTimedOut(self, slot: Slot) -> None:
         """
         A handler took longer than the factory's C{handlerTimeout}: answer
-        C{ERROR handler timed out} in its place and cancel it.
+        as the framing answers timeouts (C{ERROR handler timed out}) in its
+        place, and cancel it.
         """
         slot.timer = None
         self.factory.stats.handlerTimeouts += 1
         self._log.warn(
-            "Handler for a line from {peer} took over {timeout} s; cancelled",
+            "Handler for a message from {peer} took over {timeout} s; cancelled",
             peer=self.peer,
             timeout=self.factory.handlerTimeout,
         )
-        self._settle(HANDLER_TIMEOUT, slot)
-        if slot.deferred is not None:
-            slot.deferred.cancel()
+        self._settle(_TIMED_OUT, slot)
+        if slot.waiting is not None:
+            slot.waiting.cancel()
 
-    def _settle(self, result: object, slot: _PendingReply) -> None:
+    def _settle(self, result: object, slot: Slot) -> None:
         """
-        A handler finished: record its reply and send every reply that is now
-        at the head of the queue.
+        A handler finished: record its reply.  Once no handler runs, send
+        every reply now at the head of the queue; while others still run,
+        send them a turn later, with those that become ready meanwhile, in
+        one write.
         """
         if slot.done:
-            # Already answered: the handler timed out before finishing.
+            # Already answered: the handler timed out before finishing, or
+            # the connection is gone.
             return
-        if slot.timer is not None and slot.timer.active():
-            slot.timer.cancel()
+        timer = slot.timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        queue = self._getQueue()
         try:
-            slot.reply = None if result is None else _toBytes(result)
-        except TypeError:
-            self._log.error(
-                "Handler gave {result!r} for a line from {peer}; expected"
-                " bytes, str or None",
-                result=result,
-                peer=self.peer,
-            )
-            slot.reply = INTERNAL_ERROR
-        slot.done = True
-        self._flushPending()
+            wire = self._wire(result, slot.request)
+        except _CannotAnswer:
+            self._cannotAnswer(slot)
+            return
+        queue.settle(slot, wire)
+        if not queue.running:
+            self._flushPending()
+        elif queue.headReady:
+            extra = self._getExtra()
+            if extra.flush is None:
+                extra.flush = self.factory.clock.callLater(0, self._flushPending)
 
     def _flushPending(self) -> None:
         """
         Send every reply now at the head of the queue; then, with room in the
-        queue again, handle lines that were waiting for it.
+        queue again, handle messages that were waiting for it.
         """
         extra = self._extra
         if extra is None:
             return
-        pending = extra.pending
-        if not pending or not pending[0].done:
+        flush, extra.flush = extra.flush, None
+        if flush is not None and flush.active():
+            flush.cancel()
+        queue = extra.queue
+        if queue is None:
             return
-        assert isinstance(pending, deque)
-        delimiter = self.factory.delimiter
-        out: list[bytes] = []
-        while pending and pending[0].done:
-            reply = pending.popleft().reply
-            if reply is not None:
-                out.append(reply)
-                out.append(delimiter)
-        if not pending:
-            extra.pending = ()
-            # Every handler started has answered: start afresh.
-            extra.started = 0
-        if out:
-            self.send(b"".join(out))
-        if extra.backlog and not self._flags & _HANDLING and self._room(extra) > 0:
-            waiting, extra.backlog = extra.backlog, ()
-            self._handleLines(list(waiting))
+        if queue.headReady:
+            out = queue.takeReady()
+            if out:
+                self.send(b"".join(out))
+        if (
+            queue.backlog
+            and not self._flags & HANDLING
+            and queue.room(self.factory.paced) > 0
+        ):
+            self._handleLines(queue.takeBacklog())
         else:
             self._holdWhileFull()
         self._finishAfterPending()
@@ -693,58 +906,83 @@ class LineProtocol(ConnectionProtocol):
         )
         self._closeWith(b"ERROR line too long (limit %d bytes)" % (limit,))
 
+    def _framingFailed(self, error: FramingError) -> None:
+        """
+        The client's bytes cannot be cut as the framing says: answer the
+        messages before the fault, log, and close.
+        """
+        if error.frames:
+            self._handleLines(error.frames)
+        self.factory.stats.badFrames += 1
+        self._log.warn(
+            "Bad {framing} input from {peer}: {reason}; closing",
+            framing=self.factory.framing,
+            peer=self.peer,
+            reason=error.reason,
+        )
+        self._closeWith(None)
+
     def isBusy(self) -> bool:
         """
         Busy while replies wait on handlers: a client waiting for a slow
         handler is not idle (the handler timeout covers handlers that hang).
         """
-        extra = self._extra
-        return extra is not None and bool(extra.pending)
+        queue = self._queue()
+        return queue is not None and queue.waiting
 
     def refuse(self, reason: str) -> None:
         """
-        Over a connection limit: say so in an C{ERROR} line and close.
+        Over a connection limit: say so in an C{ERROR} line (line framing)
+        and close.
         """
-        self.send(b"ERROR " + reason.encode() + self.factory.delimiter)
+        factory = self.factory
+        if factory.encode is None:
+            self.send(b"ERROR " + reason.encode() + factory.delimiter)
         self.lingeringClose()
 
     def tooSlow(self) -> None:
         """
         Too slow to read what L{sendUnasked} has for it: after the replies
-        already due, say C{ERROR too slow} and close.
+        already due, say C{ERROR too slow} (line framing) and close.
         """
         self._closeWith(TOO_SLOW)
 
     def idleTimedOut(self) -> None:
         """
-        Idle too long: say so in an C{ERROR} line and close.
+        Idle too long: say so in an C{ERROR} line (line framing) and close.
         """
         self._closeWith(IDLE_TIMEOUT)
 
-    def _closeWith(self, lastWords: bytes) -> None:
+    def _closeWith(self, lastWords: bytes | None) -> None:
         """
-        Read no more; after the replies to the lines already read, send
-        C{lastWords} (an C{ERROR} line) and close, lingering.
+        Read no more; after the replies to the messages already read, send
+        C{lastWords} (an C{ERROR} line, for line framing only) and close,
+        lingering.
         """
         self.holdReading()
-        self._getExtra().lastWords = lastWords
-        self._flags |= _WANT_CLOSE | _LINGER
+        queue = self._getQueue()
+        if lastWords is not None and self.factory.encode is None:
+            queue.lastWords = lastWords
+        self._flags |= WANT_CLOSE | LINGER
         self._finishAfterPending()
 
     def shutDown(self) -> None:
         """
-        The server is shutting down: read no more lines and start no more
-        handlers (lines read but not yet handled get no reply), send the
-        replies still pending, then close.
+        The server is shutting down: read no more messages and start no
+        more handlers (messages read but not yet handled get no reply), send
+        the replies still pending, then close.
         """
-        if self._flags & _CLOSING:
+        if self._flags & CLOSING:
             return
         extra = self._extra
         if extra is not None:
-            extra.backlog = ()
-            self._cancelNextTurn(extra)
+            if extra.queue is not None:
+                extra.queue.backlog = []
+            nextTurn, extra.nextTurn = extra.nextTurn, None
+            if nextTurn is not None and nextTurn.active():
+                nextTurn.cancel()
         self.holdReading()
-        self._flags |= _WANT_CLOSE | _LINGER
+        self._flags |= WANT_CLOSE | LINGER
         self._finishAfterPending()
 
     def _finishAfterPending(self) -> None:
@@ -752,16 +990,16 @@ class LineProtocol(ConnectionProtocol):
         Close if a close is wanted and no reply is pending any more.
         """
         flags = self._flags
-        if flags & _HANDLING or not flags & _WANT_CLOSE:
+        if flags & HANDLING or not flags & WANT_CLOSE:
             return
-        extra = self._extra
-        if extra is not None:
-            if extra.pending or extra.backlog:
+        queue = self._queue()
+        if queue is not None:
+            if not queue.idle():
                 return
-            if extra.lastWords is not None:
-                self.send(extra.lastWords + self.factory.delimiter)
-                extra.lastWords = None
-        if flags & _LINGER:
+            if queue.lastWords is not None:
+                self.send(queue.lastWords + self.factory.delimiter)
+                queue.lastWords = None
+        if flags & LINGER:
             self.lingeringClose()
         else:
             self.closeWhenFlushed()
@@ -786,12 +1024,21 @@ def _toBytes(reply: object) -> bytes:
 
 class LineFactory(ConnectionFactory):
     """
-    Build L{LineProtocol}s that share one handler and one set of limits.
+    Build L{LineProtocol}s that share one handler, one framing and one set
+    of limits.
 
-    @ivar handler: Called with each line; see L{tcpcomm.line}.
-    @ivar delimiter: Appended to every reply: C{b"\\n"} or C{b"\\r\\n"}.
+    @ivar handler: Called with each message; see L{tcpcomm.line}.
+    @ivar framing: The framing's specification (C{"line"}, C{"length:4"}...),
+        for logs.
+    @ivar makeFramer: Makes each connection's framer; C{None} for lines,
+        which are cut by L{LineFramer} and framed with C{delimiter}.
+    @ivar encode: Frames one reply; C{None} for lines.
+    @ivar modbus: Whether the framing is MODBUS TCP, whose failures have
+        their own replies.
+    @ivar delimiter: Appended to every reply (lines only): C{b"\\n"} or
+        C{b"\\r\\n"}.
     @ivar maxLineLength: The longest line accepted, in bytes, delimiter not
-        counted.
+        counted (lines only; other framings have their C{max}).
     @ivar maxPending: How many replies may wait for slow handlers on one
         connection before reading from it pauses.
     @ivar handlerTimeout: Seconds a handler may take before its reply is
@@ -811,6 +1058,7 @@ class LineFactory(ConnectionFactory):
         self,
         handler: Handler = echoLine,
         *,
+        framing: str | Callable[[], Framer] | None = None,
         delimiter: bytes = b"\n",
         maxLineLength: int = DEFAULT_MAX_LINE_LENGTH,
         maxPending: int = DEFAULT_MAX_PENDING,
@@ -843,6 +1091,27 @@ class LineFactory(ConnectionFactory):
             raise ValueError(f"maxPending must be at least 1, not {maxPending}")
         self.handler = handler
         self.delimiter = delimiter
-        self.maxLineLength = maxLineLength
         self.maxPending = maxPending
         self.paced = False
+        self.framing = "line"
+        self.makeFramer: Callable[[], Framer] | None = None
+        self.encode: Callable[[bytes], bytes] | None = None
+        self.modbus = False
+        if framing is not None:
+            if isinstance(framing, str):
+                self.framing = framing
+                makeFramer = parseFraming(framing)
+            else:
+                makeFramer = framing
+            prototype = makeFramer()
+            if isinstance(prototype, LineAdapter):
+                # Lines: the fast path, with the framing's max if it has one.
+                if prototype.framer.maxLineLength != DEFAULT_MAX_LINE_LENGTH:
+                    maxLineLength = prototype.framer.maxLineLength
+            else:
+                if not isinstance(framing, str):
+                    self.framing = type(prototype).__name__
+                self.makeFramer = makeFramer
+                self.encode = prototype.encode
+                self.modbus = isinstance(prototype, ModbusFramer)
+        self.maxLineLength = maxLineLength

@@ -22,6 +22,8 @@ class ServerStats:
     @ivar idleTimeouts: Connections closed for being idle.
     @ivar handlerTimeouts: Replies given up on for a handler too slow.
     @ivar tooSlow: Connections dropped for reading too slowly.
+    @ivar badFrames: Connections closed for input their framing cannot cut
+        (a corrupt or oversized frame).
     """
 
     connectionsOpen: int = 0
@@ -33,3 +35,4 @@ class ServerStats:
     idleTimeouts: int = 0
     handlerTimeouts: int = 0
     tooSlow: int = 0
+    badFrames: int = 0

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import tcpcomm.connection
+import tcpcomm.flags
 import tcpcomm.line
 from tcpcomm.chat import ChatFactory
 from tcpcomm.connection import (
@@ -331,25 +332,22 @@ class FlagsTests(SynchronousTestCase):
 
     def test_distinctBits(self) -> None:
         """
-        Every flag of L{tcpcomm.connection} and L{tcpcomm.line} is one bit of
-        its own (masks aside), none inside the idle count, which has room for
-        C{IDLE_SWEEPS}.
+        Every flag of L{tcpcomm.flags} is one bit of its own (masks aside),
+        none inside the idle count, which has room for C{IDLE_SWEEPS}.
         """
+        masks = ("IDLE", "ACTIVE", "NOT_HANDLING", "SUBCLASS_FLAGS")
         named = {
-            name: value
-            for module in (tcpcomm.connection, tcpcomm.line)
-            for name, value in vars(module).items()
-            if name.isupper()
-            and name.startswith("_")
-            and isinstance(value, int)
-            and name not in ("_IDLE", "_ACTIVE", "_NOT_PLAIN", "_NOT_HANDLING")
+            name: getattr(tcpcomm.flags, name)
+            for name in tcpcomm.flags.__all__
+            if name not in masks and name != "LINE_SUBCLASS_FLAGS"
         }
         flags = list(named.values())
-        idle = tcpcomm.connection._IDLE
-        self.assertGreaterEqual(len(flags), 14)
+        idle = tcpcomm.flags.IDLE
+        self.assertGreaterEqual(len(flags), 16)
         for flag in flags:
             self.assertEqual(flag & (flag - 1), 0, f"{flag:#x} is not one bit")
             self.assertEqual(flag & idle, 0, f"{flag:#x} is in the idle count")
+            self.assertLess(flag, tcpcomm.flags.LINE_SUBCLASS_FLAGS)
         self.assertEqual(len(set(flags)), len(flags))
         self.assertGreaterEqual(idle, IDLE_SWEEPS)
 

@@ -459,11 +459,14 @@ class LineProtocolTests(SynchronousTestCase):
             return waiting[-1]
 
         protocol, transport = connect(LineFactory(handler, maxPending=2))
+        clock = cast(Clock, protocol.factory.clock)
         protocol.dataReceived(b"a\n")
         self.assertEqual(transport.producerState, "producing")
         protocol.dataReceived(b"b\n")
         self.assertEqual(transport.producerState, "paused")
         waiting[0].callback(b"a")
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"a\n")
         self.assertEqual(transport.producerState, "producing")
 
     def test_readThatFillsPendingPausesReading(self) -> None:
