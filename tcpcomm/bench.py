@@ -56,6 +56,7 @@ from typing import IO, Any, Protocol
 
 from tcpcomm.framers import (
     DelimiterFramer,
+    Framer,
     FramingError,
     LengthFieldFramer,
     LineAdapter,
@@ -65,7 +66,10 @@ from tcpcomm.framers import (
 from tcpcomm.hostport import splitHostPort
 
 __all__ = [
+    "DEFAULT_SIZE",
     "INTERRUPTED",
+    "MODBUS_TRANSACTIONS",
+    "MODBUS_READ_SIZE",
     "MODES",
     "BenchConfig",
     "BenchError",
@@ -80,6 +84,7 @@ __all__ = [
     "firstDifference",
     "frameBytes",
     "framedPattern",
+    "isLineFraming",
     "latencyBucket",
     "makePattern",
     "modbusRequest",
@@ -409,6 +414,11 @@ MODBUS_READ_SIZE = 12
 The length of a MODBUS TCP read-holding-registers request ADU.
 """
 
+MODBUS_TRANSACTIONS = 65536
+"""
+How many MODBUS transaction ids there are: the most requests in flight.
+"""
+
 _MODBUS_SIZES = "12 (read holding registers) or an odd size from 15 to 259"
 
 
@@ -436,7 +446,7 @@ def defaultSize(framing: str) -> int:
     return DEFAULT_SIZE
 
 
-def _framer(framing: str) -> Any:
+def _framer(framing: str) -> Framer:
     """
     A new framer of C{framing}.
 
@@ -532,7 +542,7 @@ def framedPattern(framing: str, size: int, frames: int) -> bytes:
     try:
         if isinstance(framer, ModbusFramer):
             block = [
-                modbusRequest(i % 65536, size, payload)
+                modbusRequest(i % MODBUS_TRANSACTIONS, size, payload)
                 for i, payload in enumerate(payloads)
             ]
             payloads = block
@@ -1717,6 +1727,8 @@ def runBench(
         attribute the number of processes that failed.
     """
     target = parseEndpoint(config.endpoint)
+    # Refuse a bad framing or size before connecting.
+    frameBytes(config.framing, config.size)
     if config.processes == 1:
         result = _connectAndRun(
             config, target, 0, config.connections, progress, None, stall
@@ -1806,16 +1818,25 @@ def _jsonReport(
         result = BenchResult(0, 0.0, 0.0, 0.0, (0.0, 0.0, 0.0), 0.0)
     p50, p90, p99 = result.latency
     stream = config.mode == "stream"
+    frame: int | None
+    window: int | None
+    try:
+        frame, window = config.frameBytes, config.window
+        inFlight: int | None = window * frame
+        write = streamWrite(config) if stream else None
+    except BenchError:
+        # The framing cannot carry the size: nothing was sent.
+        frame, window, inFlight, write = None, config.pipeline, None, None
     return {
         "mode": config.mode,
         "endpoint": config.endpoint,
         "connections": config.connections,
         "framing": config.framing,
         "size": config.size,
-        "frame_bytes": config.frameBytes,
-        "pipeline": config.window,
-        "in_flight_bytes": config.window * config.frameBytes,
-        "write_bytes": streamWrite(config) if stream else None,
+        "frame_bytes": frame,
+        "pipeline": window,
+        "in_flight_bytes": inFlight,
+        "write_bytes": write,
         "metric": "bytes_per_s" if stream else "messages_per_s",
         "duration": round(result.seconds, 6),
         "processes": config.processes,

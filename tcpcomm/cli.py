@@ -313,6 +313,11 @@ def benchConfig(args: argparse.Namespace) -> bench.BenchConfig:
         frame = config.frameBytes
     except bench.BenchError as e:
         args.commandParser.error(str(e))
+    if args.framing == "modbus" and config.window > bench.MODBUS_TRANSACTIONS:
+        args.commandParser.error(
+            f"argument --pipeline: at most {bench.MODBUS_TRANSACTIONS} MODBUS"
+            " requests in flight, each with its own transaction id"
+        )
     if config.window * frame > bench.MAX_WINDOW:
         what = "lines" if bench.isLineFraming(config.framing) else "frames"
         args.commandParser.error(

@@ -90,7 +90,6 @@ last activity.
 """
 
 
-
 class ConnectionExtra:
     """
     What a connection keeps only once it needs it: an idle connection has

@@ -36,7 +36,7 @@ from tcpcomm.client import (
     halfClose,
 )
 from tcpcomm.endpoints import formatAddress
-from tcpcomm.framers import Framer, FramingError, parseFraming
+from tcpcomm.framers import Framer, FramingError, LineAdapter, parseFraming
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
 
 __all__ = ["LineClient", "ReconnectingLineClient", "framerFactory"]
@@ -99,15 +99,21 @@ class LineClient(Protocol):
             asked for, unless a subclass overrides L{lineReceived}.
         @param framing: Frames instead of lines: a specification such as
             C{"length:4"} or C{"modbus"} (see L{parseFraming}), or a
-            callable that makes a L{Framer}.  By default, lines.
+            callable that makes a L{Framer}.  By default, lines; C{line}
+            framing (C{"line:max=N"}) is lines too, with its C{max}.
         @raise ValueError: If C{framing} is not a valid specification.
         """
         self.delimiter = delimiter
-        self._framer = LineFramer(maxLineLength)
         # The framer of a framing; None for lines, which take the fast path.
-        self._frames: Framer | None = (
-            None if framing is None else framerFactory(framing)()
-        )
+        self._frames: Framer | None = None
+        if framing is not None:
+            framer = framerFactory(framing)()
+            if not isinstance(framer, LineAdapter):
+                self._frames = framer
+            elif framer.framer.maxLineLength != DEFAULT_MAX_LINE_LENGTH:
+                # Lines, with the framing's max.
+                maxLineLength = framer.framer.maxLineLength
+        self._framer = LineFramer(maxLineLength)
         self._truncated: str | None = None
         self._onLine = onLine
         self._waiting: deque[Deferred[bytes]] = deque()

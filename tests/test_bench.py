@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import gatherResults
-from twisted.internet.interfaces import IAddress, ITCPTransport
+from twisted.internet.interfaces import IAddress, IProtocolFactory, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver, NetstringReceiver
@@ -1123,6 +1123,23 @@ class ReportTests(SynchronousTestCase):
             out,
         )
 
+    def test_badFramingReported(self) -> None:
+        """
+        A framing that cannot carry the size, given to L{runCommand}
+        directly: status 1, one error line, and the JSON says not verified.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        config = BenchConfig("127.0.0.1:1", "lines", framing="fixed:8")
+        status = runCommand(config, asJSON=True, stdout=out, stderr=err)
+        self.assertEqual(status, 1)
+        self.assertEqual(
+            err.getvalue(),
+            "tcpcomm: error: --size 64: a 64-byte payload is not one 'fixed:8' frame\n",
+        )
+        report = json.loads(out.getvalue())
+        self.assertIs(report["verified"], False)
+        self.assertIsNone(report["frame_bytes"])
+
     def test_interrupted(self) -> None:
         """
         Ctrl-C during the load: one line saying C{interrupted}, status 130
@@ -1239,15 +1256,16 @@ class BenchCommandTests(TestCase):
     async def test_framingsVerified(self) -> None:
         """
         C{--framing} against Twisted's own C{Int32StringReceiver} and
-        C{NetstringReceiver} echoes, and framed echoes of the other
-        framings: status 0, every frame verified, the JSON naming the
+        C{NetstringReceiver} echoes, tcpcomm's framed line server, and
+        framed echoes: status 0, every frame verified, the JSON naming the
         framing, the payload size and the frame size.
         """
-        runs: list[tuple[str, Factory, int, int]] = [
+        runs: list[tuple[str, IProtocolFactory, int, int]] = [
             ("length:4", Factory.forProtocol(Int32Echo), 64, 68),
             ("netstring", Factory.forProtocol(NetstringEcho), 64, 68),
-            ("modbus", FramedEchoFactory("modbus"), 12, 12),
-            ("length:2:strip=0", FramedEchoFactory("length:2:strip=0"), 64, 64),
+            ("modbus", LineFactory(framing="modbus"), 12, 12),
+            ("length:2:strip=0", LineFactory(framing="length:2:strip=0"), 64, 64),
+            ("delimiter:00", LineFactory(framing="delimiter:00"), 64, 65),
             ("stx-etx", FramedEchoFactory("stx-etx"), 64, 66),
             ("fixed:16", FramedEchoFactory("fixed:16"), 16, 16),
         ]
@@ -1339,6 +1357,7 @@ class BenchCommandTests(TestCase):
             (["--framing", "fixed:8", "--size", "64"], ("--size 64", "fixed:8")),
             (["--framing", "modbus", "--size", "64"], ("MODBUS requests are 12",)),
             (["--framing", "length:4", "--pipeline", "1000000"], ("--pipeline",)),
+            (["--framing", "modbus", "--pipeline", "65537"], ("--pipeline", "65536")),
         ):
             result = runCliBlocking(
                 ["bench", "127.0.0.1:1", "--mode", "lines", *options]

@@ -338,6 +338,21 @@ class FramedLineClientTests(SynchronousTestCase):
         client.connectionLost(Failure(ConnectionDone()))
         self.assertIsNone(self.successResultOf(finished))
 
+    def test_lineFramingIsLines(self) -> None:
+        """
+        C{framing="line:max=N"} is the line client, with its C{max}: lines
+        end with the delimiter, and a longer line aborts as ever.
+        """
+        client = LineClient(framing="line:max=8", delimiter=b"\r\n")
+        transport = connected(client)
+        request = client.request(b"a")
+        self.assertEqual(transport.value(), b"a\r\n")
+        client.dataReceived(b"x" * 9)
+        self.assertTrue(transport.disconnecting)
+        client.connectionLost(Failure(ConnectionLost()))
+        failure = self.failureResultOf(request, ConnectionFailed)
+        self.assertIn("longer than 8 bytes", failure.getErrorMessage())
+
     def test_badSpecification(self) -> None:
         """
         A bad C{framing} specification is refused when the client is made,
@@ -417,6 +432,32 @@ class LineClientServerTests(TestCase):
         replies = await gatherResults([client.request(p) for p in payloads])
         self.assertEqual(replies, [p[::-1] for p in payloads])
         await client.finish()
+
+    async def test_framedAgainstLineFactory(self) -> None:
+        """
+        Framed clients against tcpcomm's own framed server: C{length:2}
+        payloads, and MODBUS ADUs answered by a handler of whole frames.
+        """
+
+        def readRegisters(adu: bytes) -> bytes:
+            return adu[:4] + b"\x00\x05" + adu[6:8] + b"\x02\x00\x2a"
+
+        for framing, handler, payloads, expected in (
+            ("length:2", lambda p: p.upper(), [b"a\nb", b""], [b"A\nB", b""]),
+            (
+                "modbus",
+                readRegisters,
+                [b"\x00\x07\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"],
+                [b"\x00\x07\x00\x00\x00\x05\x01\x03\x02\x00\x2a"],
+            ),
+        ):
+            server = startServer(self, LineFactory(handler, framing=framing))
+            client = await connectProtocol(
+                server.endpoint(), LineClient(framing=framing)
+            )
+            replies = await gatherResults([client.request(p) for p in payloads])
+            self.assertEqual(replies, expected, framing)
+            await client.finish()
 
     async def test_droppedConnectionFailsPending(self) -> None:
         """
