@@ -68,8 +68,8 @@ from tcpcomm.hostport import splitHostPort
 __all__ = [
     "DEFAULT_SIZE",
     "INTERRUPTED",
-    "MODBUS_TRANSACTIONS",
     "MODBUS_READ_SIZE",
+    "MODBUS_TRANSACTIONS",
     "MODES",
     "BenchConfig",
     "BenchError",
