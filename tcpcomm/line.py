@@ -46,7 +46,12 @@ from tcpcomm.flags import (
 )
 from tcpcomm.framers.base import Framer, FramingError
 from tcpcomm.framers.line import LineAdapter
-from tcpcomm.framers.modbus import ModbusFramer, exceptionResponse
+from tcpcomm.framers.modbus import (
+    GATEWAY_TARGET_FAILED,
+    SERVER_DEVICE_FAILURE,
+    ModbusFramer,
+    exceptionResponse,
+)
 from tcpcomm.framers.spec import parseFraming
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
 from tcpcomm.replyqueue import ReplyQueue, Slot
@@ -55,24 +60,25 @@ __all__ = [
     "DEFAULT_MAX_PENDING",
     "DEFAULT_MAX_PENDING_BYTES",
     "DELIMITERS",
-    "GATEWAY_TARGET_FAILED",
     "HANDLERS_PER_TURN",
     "HANDLER_TIMEOUT",
     "IDLE_TIMEOUT",
     "INTERNAL_ERROR",
     "LINE_SUBCLASS_FLAGS",
     "TOO_SLOW",
+    "UNANSWERABLE",
     "Handler",
     "HandlerResult",
     "LineFactory",
     "LineProtocol",
     "Reply",
+    "Unanswerable",
     "echoLine",
 ]
 
 Reply: TypeAlias = "bytes | str | None"
 HandlerResult: TypeAlias = (
-    "bytes | str | Deferred[Any] | Coroutine[Any, Any, Any] | None"
+    "bytes | str | Deferred[Any] | Coroutine[Any, Any, Any] | Unanswerable | None"
 )
 Handler: TypeAlias = Callable[[bytes], HandlerResult]
 
@@ -91,14 +97,6 @@ INTERNAL_ERROR = b"ERROR internal error"
 HANDLER_TIMEOUT = b"ERROR handler timed out"
 IDLE_TIMEOUT = b"ERROR idle timeout"
 TOO_SLOW = b"ERROR too slow"
-
-SERVER_DEVICE_FAILURE = 0x04
-GATEWAY_TARGET_FAILED = 0x0B
-"""
-The MODBUS exception code that answers a request whose handler timed out
-("gateway target device failed to respond"); one whose handler failed gets
-0x04, "server device failure".
-"""
 
 HANDLERS_PER_TURN = 16
 """
@@ -143,6 +141,25 @@ class _Failed:
 
 _FAILED = _Failed(False)
 _TIMED_OUT = _Failed(True)
+
+
+class Unanswerable:
+    """
+    The type of L{UNANSWERABLE}.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNANSWERABLE"
+
+
+UNANSWERABLE = Unanswerable()
+"""
+What L{LineProtocol.lineReceived} returns for a message that the framing
+gives no way to answer (a relay refusing a binary frame): the replies before
+it go out, then the connection closes, logged.
+"""
 
 
 def _resume(
@@ -702,6 +719,8 @@ class LineProtocol(ConnectionProtocol):
         if result is None:
             return None
         factory = self.factory
+        if result is UNANSWERABLE:
+            raise _CannotAnswer()
         if isinstance(result, _Failed):
             return self._failureReply(request, result.timedOut)
         try:

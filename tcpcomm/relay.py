@@ -74,10 +74,14 @@ from zope.interface import implementer
 
 from tcpcomm.client import describeEndpoint, describeFailure, isTLS
 from tcpcomm.connection import ConnectionProtocol, IFlowControlledTransport
+from tcpcomm.framers.base import Framer, FramingError
+from tcpcomm.framers.modbus import GATEWAY_PATH_UNAVAILABLE, exceptionResponse
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
 from tcpcomm.line import (
     DEFAULT_MAX_PENDING_BYTES,
     TOO_SLOW,
+    UNANSWERABLE,
+    HandlerResult,
     LineFactory,
     LineProtocol,
 )
@@ -155,13 +159,24 @@ class RelayProtocol(LineProtocol):
             self._tag = addressTag(self.peer)
         return self._tag
 
-    def lineReceived(self, line: bytes) -> bytes | None:
+    def lineReceived(self, line: bytes) -> HandlerResult:
         """
-        Hand C{line} to the relay.
+        Hand C{line} (a frame's payload) to the relay.
 
-        @return: C{None}, or C{ERROR upstream unavailable} if it was refused.
+        @return: C{None}, or if it was refused: C{ERROR upstream
+            unavailable} (lines), a MODBUS exception response with code 0x0A,
+            "gateway path unavailable" (C{modbus}), or L{UNANSWERABLE} (other
+            framings, which have no way to say so: the client is closed).
         """
-        return self.factory.relayLine(self, line)
+        refusal = self.factory.relayLine(self, line)
+        if refusal is None or self.factory.encode is None:
+            return refusal
+        if self.factory.modbus:
+            try:
+                return exceptionResponse(line, GATEWAY_PATH_UNAVAILABLE)
+            except ValueError:
+                pass
+        return UNANSWERABLE
 
     def isBusy(self) -> bool:
         """
@@ -188,6 +203,7 @@ class _UpstreamClient(LineClient):
             delimiter=relay.delimiter,
             maxLineLength=relay.maxLineLength + extra,
             onLine=relay._fromUpstream,
+            **({} if relay.makeFramer is None else {"framing": relay.makeFramer}),
         )
         self._relay = relay
         self._producing = False
@@ -306,6 +322,7 @@ class RelayFactory(LineFactory):
         queueBytes: int = DEFAULT_QUEUE_BYTES,
         retryPolicy: Callable[[int], float] | None = None,
         clock: IReactorTime | None = None,
+        framing: str | Callable[[], Framer] | None = None,
         delimiter: bytes = b"\n",
         maxLineLength: int = DEFAULT_MAX_LINE_LENGTH,
         maxPendingBytes: int = DEFAULT_MAX_PENDING_BYTES,
@@ -326,16 +343,20 @@ class RelayFactory(LineFactory):
             L{twisted.application.internet.backoffPolicy}).
         @param clock: The clock for timers and retries (the reactor by
             default).
+        @param framing: How messages are cut and framed, both ways (see
+            L{LineFactory}); by default, lines.  Tagging needs lines.
         @param delimiter: What lines end with, both ways: C{b"\\n"} or
             C{b"\\r\\n"}.
         @param maxLineLength: The longest line accepted from a client; lines
             from the upstream may be L{TAG_ROOM} bytes longer when tagging.
         @param maxPendingBytes: How many bytes from the upstream may wait
             for a slow client before it is closed with C{ERROR too slow}.
-        @raise ValueError: If C{queueLimit} or C{queueBytes} is negative, or as
+        @raise ValueError: If C{queueLimit} or C{queueBytes} is negative, if
+            C{tag} is given with a framing other than lines, or as
             L{LineFactory} says.
         """
         super().__init__(
+            framing=framing,
             delimiter=delimiter,
             maxLineLength=maxLineLength,
             clock=clock,
@@ -344,6 +365,8 @@ class RelayFactory(LineFactory):
             maxConnectionsPerHost=maxConnectionsPerHost,
             maxPendingBytes=maxPendingBytes,
         )
+        if tag and self.encode is not None:
+            raise ValueError(f"tagging needs line framing, not {self.framing}")
         self.upstream = upstream
         self.tag = tag
         self.relayStats = RelayStats()
@@ -420,10 +443,14 @@ class RelayFactory(LineFactory):
         """
         if self.tag:
             line = tagLine(sender.tag, line)
+        elif self.encode is not None:
+            # Kept and sent as the framed bytes (the payload came through
+            # the same framing, so it fits).
+            line = self.encode(line)
         disposition = self._queue.offer(line)
         if disposition is Disposition.SEND:
             assert self._client is not None
-            self._client.sendLine(line)
+            self._write(self._client, [line])
         elif disposition is Disposition.REFUSED:
             count = self._refusals.note(self.clock.seconds())
             if count:
@@ -446,7 +473,17 @@ class RelayFactory(LineFactory):
         Write C{lines} to the upstream in one write.
         """
         if lines:
+            self._write(client, lines)
+
+    def _write(self, client: _UpstreamClient, lines: list[bytes]) -> None:
+        """
+        Write C{lines} (lines without their delimiters, or framed messages)
+        to the upstream in one write.
+        """
+        if self.encode is None:
             client.sendLine(self.delimiter.join(lines))
+        else:
+            client.transport.write(b"".join(lines))
 
     # Lines from the upstream to clients.
 
@@ -458,7 +495,21 @@ class RelayFactory(LineFactory):
         stats = self.relayStats
         stats.received += 1
         if not self.tag:
-            data = line + self.delimiter
+            if self.encode is None:
+                data = line + self.delimiter
+            else:
+                try:
+                    data = self.encode(line)
+                except FramingError as error:
+                    stats.undeliverable += 1
+                    self._log.warn(
+                        "Dropped a message from upstream {upstream} that"
+                        " {framing} cannot carry: {reason}",
+                        upstream=self._where,
+                        framing=self.framing,
+                        reason=error.reason,
+                    )
+                    return
             for protocol in list(self.connections):
                 if not protocol.closing:
                     protocol.sendUnasked(data)

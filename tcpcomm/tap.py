@@ -39,6 +39,7 @@ from tcpcomm.endpoints import (
     systemdActivationHint,
     systemdIndexDescriptor,
 )
+from tcpcomm.framers.spec import parseFraming
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
 from tcpcomm.hostport import splitHostPort
 from tcpcomm.line import (
@@ -204,6 +205,7 @@ _nonNegativeSeconds.coerceDoc = (  # type: ignore[attr-defined]
 MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "handler": ("line",),
     "handler-timeout": ("line",),
+    "framing": ("line", "chat", "relay"),
     "delimiter": ("line", "chat", "relay"),
     "max-line-length": ("line", "chat", "relay"),
     "max-pending-bytes": ("chat", "relay"),
@@ -295,6 +297,15 @@ class Options(usage.Options):
             "Line mode: MODULE:CALLABLE answering each line (default: echo"
             " the line).  MODULE is looked for on sys.path and in the current"
             " directory.",
+        ],
+        [
+            "framing",
+            None,
+            "line",
+            "Line and relay modes: how messages are cut and replies framed:"
+            " line, delimiter:HEX, stx-etx, length:SIZE[:offset=N][:adjust=N]"
+            "[:order=big|little][:strip=N][:max=N], netstring, fixed:N or"
+            " modbus (chat takes line only).",
         ],
         [
             "delimiter",
@@ -527,6 +538,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"unknown delimiter {self['delimiter']!r}: choose lf or crlf"
             )
+        self._checkFraming(protocol)
         if protocol == "relay":
             if self["upstream"] is None:
                 raise usage.UsageError("--protocol relay needs --upstream HOST:PORT")
@@ -547,6 +559,33 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
         checkWorkerOptions(self)
+
+    def _checkFraming(self, protocol: str) -> None:
+        """
+        Parse C{--framing}, and refuse the options that belong to lines when
+        it is not C{line}.
+        """
+        try:
+            parseFraming(self["framing"])
+        except ValueError as e:
+            raise usage.UsageError(f"--{e}") from None
+        if self["framing"].partition(":")[0] == "line":
+            return
+        if protocol == "chat":
+            raise usage.UsageError(
+                f"--framing {self['framing']}: chat carries lines only (--framing line)"
+            )
+        for name in ("delimiter", "max-line-length", "tag"):
+            if name in self.given:
+                hint = (
+                    " (a framing's own limit is its max=, as length:4:max=N)"
+                    if name == "max-line-length"
+                    else ""
+                )
+                raise usage.UsageError(
+                    f"--{name} applies to --framing line only, not"
+                    f" {self['framing']}{hint}"
+                )
 
 
 def _noForegroundPIDFile(twistd: usage.Options) -> None:
@@ -627,6 +666,7 @@ def makeFactory(config: usage.Options) -> ConnectionFactory:
             upstream = clientEndpoint(reactor, config["upstream"])
         return RelayFactory(
             upstream,
+            framing=config["framing"],
             tag=config["tag"],
             queueLimit=config["queue-limit"],
             queueBytes=config["queue-bytes"],
@@ -647,6 +687,7 @@ def makeFactory(config: usage.Options) -> ConnectionFactory:
         handler = loadHandler(config["handler"])
     return LineFactory(
         handler or echoLine,
+        framing=config["framing"],
         delimiter=DELIMITERS[config["delimiter"]],
         maxLineLength=config["max-line-length"],
         handlerTimeout=config["handler-timeout"] or None,

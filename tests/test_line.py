@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
@@ -827,3 +827,448 @@ class LineServerTests(TestCase):
         await waitUntil(lambda: factory.stats.connectionsOpen == 0)
         self.assertEqual(factory.stats.connectionsTotal, 200)
         self.assertEqual(factory.stats.linesHandled, 200 * 50)
+
+
+def recordWrites(transport: StringTransport) -> list[bytes]:
+    """
+    Record each write to C{transport}, as well as writing it.
+    """
+    writes: list[bytes] = []
+    write = transport.write
+
+    def recording(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    transport.write = recording  # type: ignore[method-assign]
+    return writes
+
+
+class CoroutineHandlerTests(SynchronousTestCase):
+    """
+    C{async def} handlers: one that returns without awaiting is answered as
+    a plain function is; one that awaits is answered when it returns.
+    """
+
+    def test_returnsWithoutAwaitingAnsweredAtOnce(self) -> None:
+        """
+        An C{async def} handler that returns without awaiting is answered in
+        the same write as the read's other replies, with no reply queue and
+        without pacing the factory.
+        """
+
+        async def handler(line: bytes) -> bytes:
+            return line.upper()
+
+        protocol, transport = connect(LineFactory(handler))
+        writes = recordWrites(transport)
+        protocol.dataReceived(b"a\nb\nc\n")
+        self.assertEqual(writes, [b"A\nB\nC\n"])
+        protocol.dataReceived(b"d\n")
+        self.assertEqual(writes[-1], b"D\n")
+        self.assertFalse(protocol.factory.paced)
+        self.assertIsNone(protocol._extra)
+
+    def test_awaitingAnsweredWhenDone(self) -> None:
+        """
+        An C{async def} handler that awaits a Deferred is answered with what
+        it returns once that fires, in order with the others.
+        """
+        waiting: list[Deferred[bytes]] = []
+
+        async def handler(line: bytes) -> bytes:
+            if line == b"slow":
+                d: Deferred[bytes] = Deferred()
+                waiting.append(d)
+                return (await d) + b"!"
+            return line
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"slow\nfast\n")
+        self.assertEqual(transport.value(), b"")
+        waiting[0].callback(b"done")
+        self.assertEqual(transport.value(), b"done!\nfast\n")
+        self.assertTrue(protocol.factory.paced)
+
+    def test_raisingBeforeAwaitIsInternalError(self) -> None:
+        """
+        An C{async def} handler that raises before awaiting is logged and
+        answered C{ERROR internal error}, like a plain one.
+        """
+        logs = LogCapture(self)
+
+        async def handler(line: bytes) -> bytes:
+            raise ValueError(line)
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"x\n")
+        self.assertEqual(transport.value(), INTERNAL_ERROR + b"\n")
+        self.assertEqual(len(logs.failures()), 1)
+        self.flushLoggedErrors(ValueError)
+
+    def test_raisingAfterAwaitIsInternalError(self) -> None:
+        """
+        An C{async def} handler that raises after awaiting is logged and
+        answered C{ERROR internal error}.
+        """
+        logs = LogCapture(self)
+        waiting: list[Deferred[None]] = []
+
+        async def handler(line: bytes) -> bytes:
+            d: Deferred[None] = Deferred()
+            waiting.append(d)
+            await d
+            raise ValueError(line)
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"x\n")
+        waiting[0].callback(None)
+        self.assertEqual(transport.value(), INTERNAL_ERROR + b"\n")
+        self.assertEqual(len(logs.failures()), 1)
+        self.flushLoggedErrors(ValueError)
+
+    def test_cancelledOnDisconnect(self) -> None:
+        """
+        A coroutine still awaiting when the client goes is cancelled: the
+        Deferred it awaits is cancelled, and CancelledError reaches it.
+        """
+        seen: list[type[BaseException]] = []
+        cancelled: list[Deferred[None]] = []
+
+        async def handler(line: bytes) -> bytes:
+            d: Deferred[None] = Deferred(cancelled.append)
+            try:
+                await d
+            except BaseException as e:
+                seen.append(type(e))
+                raise
+            return line
+
+        protocol, _ = connect(LineFactory(handler))
+        protocol.dataReceived(b"x\n")
+        protocol.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(len(cancelled), 1)
+        self.assertEqual(seen, [CancelledError])
+
+
+class CoalescedRepliesTests(SynchronousTestCase):
+    """
+    Replies that become ready while other handlers still run leave together.
+    """
+
+    def test_readyInOneTurnLeaveInOneWrite(self) -> None:
+        """
+        Handlers answering in the same turn, out of order, have their
+        replies sent in one write, in request order.
+        """
+        waiting: list[Deferred[bytes]] = []
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred())
+            return waiting[-1]
+
+        protocol, transport = connect(LineFactory(handler))
+        writes = recordWrites(transport)
+        protocol.dataReceived(b"a\nb\nc\n")
+        waiting[1].callback(b"B")
+        waiting[0].callback(b"A")
+        self.assertEqual(writes, [])
+        waiting[2].callback(b"C")
+        self.assertEqual(writes, [b"A\nB\nC\n"])
+
+    def test_readyHeadLeavesNextTurn(self) -> None:
+        """
+        A reply at the head of the queue, ready while a later handler still
+        runs, goes out on the next turn: it does not wait for the slow one.
+        """
+        waiting: list[Deferred[bytes]] = []
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred())
+            return waiting[-1]
+
+        protocol, transport = connect(LineFactory(handler))
+        clock = cast(Clock, protocol.factory.clock)
+        protocol.dataReceived(b"a\nslow\n")
+        waiting[0].callback(b"A")
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"A\n")
+        waiting[1].callback(b"S")
+        self.assertEqual(transport.value(), b"A\nS\n")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+def lengthFrames(*payloads: bytes) -> bytes:
+    """
+    C{payloads} framed as C{length:4} frames.
+    """
+    return b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
+
+
+def modbusRequest(transaction: int, function: int = 3) -> bytes:
+    """
+    A MODBUS TCP read-holding-registers request ADU (unit 1, 2 registers
+    from 0), with transaction id C{transaction}.
+    """
+    pdu = bytes((function, 0, 0, 0, 2))
+    return (
+        transaction.to_bytes(2, "big")
+        + b"\x00\x00"
+        + (1 + len(pdu)).to_bytes(2, "big")
+        + b"\x01"
+        + pdu
+    )
+
+
+class BinaryFramingTests(SynchronousTestCase):
+    """
+    L{LineFactory} with a binary framing: payloads in, payloads framed out;
+    what cannot be answered in the framing closes the connection after the
+    replies before it.
+    """
+
+    def test_payloadsInFramedRepliesOut(self) -> None:
+        """
+        The handler gets each frame's payload, however the bytes are cut,
+        and its replies are framed the same way, in one write per read.
+        """
+        protocol, transport = connect(LineFactory(bytes.upper, framing="length:4"))
+        writes = recordWrites(transport)
+        data = lengthFrames(b"ab", b"", b"cd\n")
+        protocol.dataReceived(data[:3])
+        protocol.dataReceived(data[3:])
+        self.assertEqual(writes, [lengthFrames(b"AB", b"", b"CD\n")])
+        self.assertEqual(protocol.linesHandled, 3)
+        self.assertIn("3 messages", protocol.summary())
+
+    def test_badFrameAfterRepliesThenClose(self) -> None:
+        """
+        A frame over C{max} gets the replies to the frames before it, a log
+        line naming the peer and the reason, and a lingering close; the
+        bytes after it are not handled, and nothing over C{max} is held.
+        """
+        logs = LogCapture(self)
+        seen: list[bytes] = []
+
+        def handler(payload: bytes) -> bytes:
+            seen.append(payload)
+            return payload
+
+        protocol, transport = connect(LineFactory(handler, framing="length:2:max=10"))
+        protocol.dataReceived(b"\x00\x02ok\x00\x20" + b"x" * 5)
+        self.assertEqual(transport.value(), b"\x00\x02ok")
+        self.assertEqual(seen, [b"ok"])
+        self.assertTrue(protocol.lingering)
+        self.assertEqual(protocol.heldBytes, 0)
+        protocol.dataReceived(lengthFrames(b"more"))
+        self.assertEqual(seen, [b"ok"])
+        [warning] = [e for e in logs.events if "Bad" in e.get("log_format", "")]
+        self.assertEqual(warning["peer"], "192.0.2.7:4321")
+        self.assertIn("max 10", warning["reason"])
+        self.assertEqual(protocol.factory.stats.badFrames, 1)
+
+    def test_handlerFailureClosesAfterEarlierReplies(self) -> None:
+        """
+        A handler that raises, in a binary framing, gets no reply: the
+        replies before it go, those after it never do (a client matching
+        replies in order would take them for the wrong request), and the
+        connection closes.
+        """
+        logs = LogCapture(self)
+
+        def handler(payload: bytes) -> bytes:
+            if payload == b"bad":
+                raise ValueError(payload)
+            return payload
+
+        protocol, transport = connect(LineFactory(handler, framing="netstring"))
+        protocol.dataReceived(b"2:ok,3:bad,5:after,")
+        self.assertEqual(transport.value(), b"2:ok,")
+        self.assertTrue(protocol.lingering)
+        self.assertEqual(len(logs.failures()), 1)
+        self.flushLoggedErrors(ValueError)
+
+    def test_laterFailureCancelsTheRest(self) -> None:
+        """
+        A Deferred that fails, in a binary framing, lets the replies before
+        it go and cancels the handlers after it; then the connection closes.
+        """
+        waiting: list[Deferred[bytes]] = []
+        cancelled: list[Deferred[bytes]] = []
+
+        def handler(payload: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred(cancelled.append))
+            return waiting[-1]
+
+        protocol, transport = connect(LineFactory(handler, framing="stx-etx"))
+        protocol.dataReceived(b"\x02a\x03\x02b\x03\x02c\x03")
+        waiting[0].callback(b"A")
+        waiting[1].errback(Failure(ValueError("b")))
+        self.assertEqual(transport.value(), b"\x02A\x03")
+        self.assertEqual(cancelled, [waiting[2]])
+        self.assertTrue(protocol.lingering)
+        self.flushLoggedErrors(ValueError)
+
+    def test_unframableReplyCloses(self) -> None:
+        """
+        A reply the framing cannot carry (one holding the delimiter) is
+        logged and closes the connection after the replies before it.
+        """
+        logs = LogCapture(self)
+        protocol, transport = connect(
+            LineFactory(
+                lambda p: p + b"\x00" if p == b"b" else p, framing="delimiter:00"
+            )
+        )
+        protocol.dataReceived(b"a\x00b\x00c\x00")
+        self.assertEqual(transport.value(), b"a\x00")
+        self.assertTrue(protocol.lingering)
+        self.assertTrue(
+            any("cannot be framed" in e.get("log_format", "") for e in logs.events)
+        )
+
+    def test_halfCloseInsideAFrame(self) -> None:
+        """
+        A half-close in the middle of a binary frame answers every whole
+        frame, logs the cut frame, and closes.
+        """
+        logs = LogCapture(self)
+        protocol, transport = connect(LineFactory(framing="length:4"))
+        protocol.dataReceived(lengthFrames(b"whole") + b"\x00\x00\x00\x09cut")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), lengthFrames(b"whole"))
+        self.assertTrue(transport.writeDisconnected or transport.disconnecting)
+        self.assertTrue(
+            any("inside a frame" in str(e.get("reason")) for e in logs.events)
+        )
+
+    def test_halfCloseEndsADelimitedFrame(self) -> None:
+        """
+        A half-close ends the last frame of a delimiter framing, which is
+        answered before the close.
+        """
+        protocol, transport = connect(LineFactory(framing="delimiter:0d"))
+        protocol.dataReceived(b"one\rtwo")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"one\rtwo\r")
+
+    def test_idleTimeoutClosesWithoutText(self) -> None:
+        """
+        An idle timeout in a binary framing closes without an C{ERROR} line.
+        """
+        protocol, transport = connect(LineFactory(framing="fixed:4", idleTimeout=1))
+        clock = cast(Clock, protocol.factory.clock)
+        protocol.dataReceived(b"abcd")
+        clock.pump([0.25] * 8)
+        self.assertEqual(transport.value(), b"abcd")
+        self.assertTrue(protocol.lingering)
+
+    def test_refusalClosesWithoutText(self) -> None:
+        """
+        A connection over a limit, in a binary framing, is closed without an
+        C{ERROR} line.
+        """
+        factory = LineFactory(framing="length:4", maxConnections=1)
+        connect(factory)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2))
+        transport = HalfCloseableStringTransport()
+        protocol.makeConnection(transport)
+        self.assertTrue(protocol.refused)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.writeDisconnected or transport.disconnecting)
+
+    def test_lineSpecKeepsLines(self) -> None:
+        """
+        C{framing="line:max=N"} is line framing with that limit and the
+        C{ERROR line too long} reply.
+        """
+        protocol, transport = connect(LineFactory(framing="line:max=4"))
+        protocol.dataReceived(b"ok\ntoolong\n")
+        self.assertEqual(
+            transport.value(), b"ok\nERROR line too long (limit 4 bytes)\n"
+        )
+
+    def test_badSpecRefused(self) -> None:
+        """
+        A bad framing specification is a C{ValueError} naming it.
+        """
+        error = self.assertRaises(ValueError, LineFactory, framing="length:5")
+        self.assertIn("length:5", str(error))
+
+
+class ModbusTests(SynchronousTestCase):
+    """
+    L{LineFactory} with C{framing="modbus"}: whole ADUs both ways, and the
+    exception responses of a MODBUS server for handlers that fail.
+    """
+
+    def test_adusInAndOut(self) -> None:
+        """
+        The handler gets whole ADUs and its whole-ADU replies go back as
+        they are.
+        """
+        protocol, transport = connect(LineFactory(framing="modbus"))
+        request = modbusRequest(7)
+        protocol.dataReceived(request + modbusRequest(8)[:5])
+        self.assertEqual(transport.value(), request)
+
+    def test_failingHandlerAnsweredWithException04(self) -> None:
+        """
+        A handler that raises is answered with exception code 0x04 (server
+        device failure) for that request's transaction, and the connection
+        stays open for the next request.
+        """
+
+        def handler(adu: bytes) -> bytes:
+            if adu[:2] == b"\x00\x01":
+                raise ValueError("no such register")
+            return adu
+
+        protocol, transport = connect(LineFactory(handler, framing="modbus"))
+        protocol.dataReceived(modbusRequest(1) + modbusRequest(2))
+        self.assertEqual(
+            transport.value(),
+            b"\x00\x01\x00\x00\x00\x03\x01\x83\x04" + modbusRequest(2),
+        )
+        self.assertFalse(protocol.closing)
+        self.flushLoggedErrors(ValueError)
+
+    def test_invalidReplyAnsweredWithException04(self) -> None:
+        """
+        A reply that is no consistent ADU is logged and answered with
+        exception code 0x04.
+        """
+        protocol, transport = connect(
+            LineFactory(lambda adu: b"junk", framing="modbus")
+        )
+        protocol.dataReceived(modbusRequest(5))
+        self.assertEqual(transport.value(), b"\x00\x05\x00\x00\x00\x03\x01\x83\x04")
+
+    def test_timedOutAnsweredWithException0B(self) -> None:
+        """
+        A handler that times out is answered with exception code 0x0B
+        (gateway target device failed to respond) and cancelled.
+        """
+        cancelled: list[Deferred[bytes]] = []
+        factory = LineFactory(
+            lambda adu: Deferred(cancelled.append), framing="modbus", handlerTimeout=1
+        )
+        protocol, transport = connect(factory)
+        clock = cast(Clock, factory.clock)
+        protocol.dataReceived(modbusRequest(9))
+        clock.advance(1)
+        self.assertEqual(transport.value(), b"\x00\x09\x00\x00\x00\x03\x01\x83\x0b")
+        self.assertEqual(len(cancelled), 1)
+
+    def test_wrongProtocolIdCloses(self) -> None:
+        """
+        An ADU whose protocol id is not 0 is bad input: the requests before
+        it are answered, then the connection closes.
+        """
+        protocol, transport = connect(LineFactory(framing="modbus"))
+        bad = bytearray(modbusRequest(2))
+        bad[3] = 1
+        protocol.dataReceived(modbusRequest(1) + bytes(bad))
+        self.assertEqual(transport.value(), modbusRequest(1))
+        self.assertTrue(protocol.lingering)

@@ -572,6 +572,16 @@ class MakeFactoryTests(SynchronousTestCase):
         self.assertEqual(factory.delimiter, b"\r\n")
         self.assertEqual(factory.maxLineLength, 9)
 
+    def test_framing(self) -> None:
+        """
+        C{--framing} reaches the factory, which frames replies that way.
+        """
+        factory = makeFactory(parse(self, ["--framing", "length:2:order=little"]))
+        assert isinstance(factory, LineFactory)
+        self.assertEqual(factory.framing, "length:2:order=little")
+        assert factory.encode is not None
+        self.assertEqual(factory.encode(b"abc"), b"\x03\x00abc")
+
     def test_echo(self) -> None:
         """
         C{--protocol echo} gives an L{EchoFactory}.
@@ -876,6 +886,7 @@ class LoadHandlerTests(SynchronousTestCase):
 MODE_OPTION_VALUES: dict[str, list[str]] = {
     "handler": ["--handler", "tests.test_tap:shout"],
     "handler-timeout": ["--handler-timeout", "0"],
+    "framing": ["--framing", "line"],
     "delimiter": ["--delimiter", "lf"],
     "max-line-length": ["--max-line-length", "65536"],
     "max-pending-bytes": ["--max-pending-bytes", "1048576"],
@@ -953,7 +964,7 @@ class ModeOptionsTests(SynchronousTestCase):
                     f" not {protocol}",
                 )
                 refused += 1
-        self.assertEqual(refused, 26)
+        self.assertEqual(refused, 27)
 
     def test_acceptedInTheirModes(self) -> None:
         """
@@ -1015,6 +1026,61 @@ NONSENSE_SECONDS = [
     "abc",
     "9" * 5000,
 ]
+
+
+class FramingOptionTests(SynchronousTestCase):
+    """
+    C{--framing}: checked at start-up, and kept apart from the options that
+    belong to lines.
+    """
+
+    def test_badSpecOneLine(self) -> None:
+        """
+        A bad framing specification is one line naming it and what is wrong.
+        """
+        for spec, problem in [
+            ("lenght:4", "unknown framing 'lenght'"),
+            ("length:5", "length:5"),
+            ("delimiter:zz", "hex"),
+            ("fixed:0", "fixed:0"),
+            ("length:4:max=x", "whole number"),
+        ]:
+            message = usageError(self, ["--framing", spec])
+            self.assertIn("--framing", message)
+            self.assertIn(problem, message)
+            self.assertNotIn("\n", message)
+
+    def test_chatTakesLinesOnly(self) -> None:
+        """
+        Chat carries text: a framing other than C{line} is refused there,
+        and C{line} is accepted.
+        """
+        message = usageError(self, ["--protocol", "chat", "--framing", "length:4"])
+        self.assertIn("chat carries lines only", message)
+        parse(self, ["--protocol", "chat", "--framing", "line"])
+
+    def test_lineOptionsRefusedWithOtherFramings(self) -> None:
+        """
+        C{--delimiter}, C{--max-line-length} and C{--tag} belong to line
+        framing: with another they are refused, naming the framing.
+        """
+        for protocol, args in [
+            ("line", ["--delimiter", "crlf"]),
+            ("line", ["--max-line-length", "10"]),
+            ("relay", ["--tag"]),
+        ]:
+            message = usageError(
+                self, inMode(protocol, ["--framing", "netstring", *args])
+            )
+            self.assertIn(f"{args[0]} applies to --framing line only", message)
+            self.assertIn("netstring", message)
+
+    def test_framingInRelay(self) -> None:
+        """
+        Relay mode takes a framing, and its factory frames with it.
+        """
+        factory = makeFactory(parse(self, inMode("relay", ["--framing", "stx-etx"])))
+        self.assertEqual(factory.framing, "stx-etx")  # type: ignore[attr-defined]
 
 
 class OptionRangeTests(SynchronousTestCase):

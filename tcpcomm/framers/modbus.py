@@ -9,6 +9,8 @@ from tcpcomm.framers.base import FramingError
 from tcpcomm.framers.length import LengthFieldFramer
 
 __all__ = [
+    "GATEWAY_PATH_UNAVAILABLE",
+    "GATEWAY_TARGET_FAILED",
     "MAX_ADU_LENGTH",
     "SERVER_DEVICE_FAILURE",
     "ModbusFramer",
@@ -23,6 +25,18 @@ The longest MODBUS TCP ADU: a 7-byte MBAP header and a 253-byte PDU.
 SERVER_DEVICE_FAILURE = 0x04
 """
 The exception code for a server that failed to answer a request.
+"""
+
+GATEWAY_PATH_UNAVAILABLE = 0x0A
+"""
+The exception code for a gateway that cannot reach its target (a relay
+whose upstream is unavailable).
+"""
+
+GATEWAY_TARGET_FAILED = 0x0B
+"""
+The exception code for a gateway whose target did not respond (a handler
+that timed out).
 """
 
 MBAP_LENGTH = 7
