@@ -52,7 +52,7 @@ from tcpcomm.framers.modbus import (
     ModbusFramer,
     exceptionResponse,
 )
-from tcpcomm.framers.spec import parseFraming
+from tcpcomm.framers.spec import framerFactory
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
 from tcpcomm.replyqueue import ReplyQueue, Slot
 
@@ -1165,11 +1165,9 @@ class LineFactory(ConnectionFactory):
         self.encode: Callable[[bytes], bytes] | None = None
         self.modbus = False
         if framing is not None:
+            makeFramer = framerFactory(framing)
             if isinstance(framing, str):
                 self.framing = framing
-                makeFramer = parseFraming(framing)
-            else:
-                makeFramer = framing
             prototype = makeFramer()
             if isinstance(prototype, LineAdapter):
                 # Lines: the fast path, with the framing's max if it has one.

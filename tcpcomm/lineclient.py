@@ -36,23 +36,10 @@ from tcpcomm.client import (
     halfClose,
 )
 from tcpcomm.endpoints import formatAddress
-from tcpcomm.framers import Framer, FramingError, LineAdapter, parseFraming
+from tcpcomm.framers import Framer, FramingError, LineAdapter, framerFactory
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
 
-__all__ = ["LineClient", "ReconnectingLineClient", "framerFactory"]
-
-
-def framerFactory(framing: str | Callable[[], Framer]) -> Callable[[], Framer]:
-    """
-    A factory of framers, one per connection, from a C{framing} argument.
-
-    @param framing: A specification (as L{parseFraming} takes) or already
-        a factory.
-    @raise ValueError: With one line, if the specification is not valid.
-    """
-    if isinstance(framing, str):
-        return parseFraming(framing)
-    return framing
+__all__ = ["LineClient", "ReconnectingLineClient"]
 
 
 @implementer(IHalfCloseableProtocol)
@@ -131,6 +118,14 @@ class LineClient(Protocol):
         Whether the connection is gone.
         """
         return self._lost is not None
+
+    @property
+    def problem(self) -> str | None:
+        """
+        Why the connection is gone, in one line; C{None} while it is not.
+        """
+        lost = self._lost
+        return None if lost is None else lost.getErrorMessage()
 
     @property
     def pending(self) -> int:
