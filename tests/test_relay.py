@@ -1511,7 +1511,7 @@ class FramedRelayTests(SynchronousTestCase):
         request = b"\x00\x07\x00\x00\x00\x06\x01\x03\x00\x00\x00\x02"
         client.protocol.dataReceived(request)
         self.assertEqual(client.value(), b"\x00\x07\x00\x00\x00\x03\x01\x83\x0a")
-        self.assertFalse(client.protocol.closing)  # type: ignore[attr-defined]
+        self.assertFalse(client.protocol.closing)
 
     def test_binaryRefusalCloses(self) -> None:
         """
@@ -1522,8 +1522,8 @@ class FramedRelayTests(SynchronousTestCase):
         factory, _endpoint, _clock = startRelay(framing="stx-etx", queueLimit=0)
         refused, other = connectClient(factory, 1001), connectClient(factory, 1002)
         refused.protocol.dataReceived(b"\x02x\x03")
-        self.assertTrue(refused.protocol.lingering)  # type: ignore[attr-defined]
-        self.assertFalse(other.protocol.closing)  # type: ignore[attr-defined]
+        self.assertTrue(refused.protocol.lingering)
+        self.assertFalse(other.protocol.closing)
         self.assertTrue(logged(logs, "No stx-etx reply"))
 
     def test_badFrameFromUpstream(self) -> None:
