@@ -1726,13 +1726,14 @@ def main(argv: list[str] | None = None) -> int:
         report("compare: no server left to measure")
         return 1
 
-    perRun = len(scenarios) * (
-        options.server_warmup + options.warmup + options.duration + 1.5
+    perScenario = options.server_warmup + options.warmup + options.duration + 1.5
+    runsPerRepeat = sum(
+        1 for kind in kinds for s in scenarios if s.name not in LEFT_OUT.get(kind, ())
     )
     report(
         f"{len(kinds)} servers, {len(scenarios)} scenarios, {options.repeats}"
         f" repeats; {pinning.describe()}; about"
-        f" {len(kinds) * options.repeats * perRun / 60:.0f} minutes"
+        f" {runsPerRepeat * options.repeats * perScenario / 60:.0f} minutes"
     )
     info = machine()
     runs: list[Run] = []
