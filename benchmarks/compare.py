@@ -177,10 +177,10 @@ class Scenario:
     ) -> list[str]:
         """
         The generator's options for this scenario; with C{length}, in
-        length-prefixed frames (C{--framing length}) rather than lines.
+        length-prefixed frames (C{--framing length:4}) rather than lines.
         """
         pipeline = [] if self.pipeline is None else ["--pipeline", str(self.pipeline)]
-        framing = ["--framing", "length"] if length else []
+        framing = ["--framing", "length:4"] if length else []
         return [
             *framing,
             "--mode",
@@ -1370,7 +1370,7 @@ def markdown(
         f" by `{LENGTH_REFERENCE}`. Rates count lines (or frames) echoed (one"
         " round trip is one line there and back); MB/s is 10^6 bytes per second"
         " each way, length headers included. The frame servers get S-byte"
-        " payloads after a 4-byte length (`--framing length`); not run: the"
+        " payloads after a 4-byte length (`--framing length:4`); not run: the"
         " scenario is left out for that server (the handler rows are compared"
         " at one and at 16 lines in flight)."
         " gen CPU: the generator's CPU time (user + system) over its measured"

@@ -11,14 +11,15 @@
  *
  *   loadgen HOST:PORT --mode {pingpong,lines,stream} [--connections C]
  *       [--size S] [--pipeline P] [--duration D] [--warmup W]
- *       [--processes N] [--framing {line,length}] [--json] [--quiet]
+ *       [--processes N] [--framing {line,length:4}] [--json] [--quiet]
  *
  * HOST is a numeric IPv4 or IPv6 address ([::1]:PORT).  --framing line
- * (the default) sends S-byte lines, LF included; --framing length sends
+ * (the default) sends S-byte lines, LF included; --framing length:4 (as
+ * `tcpcomm bench --framing` and `twistd tcpcomm --framing` write it) sends
  * frames of a 4-byte big-endian length field and an S-byte payload
- * (Twisted's Int32StringReceiver, tcpcomm's length:4), expects each echo
- * to be the same frame, and cuts the replies by their headers across reads,
- * counting frames (the JSON then says "framing": "length").  Exit status 0 when
+ * (Twisted's Int32StringReceiver), expects each echo to be the same frame,
+ * and cuts the replies by their headers across reads, counting frames (the
+ * JSON then says "framing": "length:4").  Exit status 0 when
  * every byte sent came back verified, 1 with one line on standard error
  * otherwise (the JSON, with --json, says verified false), 2 for a bad
  * command line.  Every phase is bounded in time.
@@ -535,7 +536,7 @@ static void printReport(const Result *total, double messagesPerS, double bytesPe
                opt.mode, opt.endpoint, opt.connections, opt.size, opt.pipeline,
                total->seconds, opt.processes, (long long)total->messages, messagesPerS,
                bytesPerS, p50, p90, p99, cpuPercent, total->ok ? 0 : 1,
-               total->ok ? "true" : "false", opt.length ? " \"framing\": \"length\"," : "");
+               total->ok ? "true" : "false", opt.length ? " \"framing\": \"length:4\"," : "");
     } else if (total->ok) {
         const char *unit = opt.length ? "frames" : "lines";
         printf("%s, %d connections, %d-byte %s, %d in flight, %.1f s: %.0f %s/s,"
@@ -577,9 +578,9 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             puts("usage: loadgen HOST:PORT --mode {pingpong,lines,stream} [--connections C]\n"
                  "    [--size S] [--pipeline P] [--duration D] [--warmup W] [--processes N]\n"
-                 "    [--framing {line,length}] [--json] [--quiet]\n"
+                 "    [--framing {line,length:4}] [--json] [--quiet]\n"
                  "The load of `tcpcomm bench`, in C: same options, loads, checks and JSON.\n"
-                 "--framing length: S-byte payloads, each after a 4-byte big-endian length.");
+                 "--framing length:4: S-byte payloads, each after a 4-byte big-endian length.");
             return 0;
         }
         if (!strcmp(a, "--json")) opt.json = 1;
@@ -589,9 +590,9 @@ int main(int argc, char **argv) {
             i++;
             if (!strcmp(a, "--mode")) opt.mode = v;
             else if (!strcmp(a, "--framing")) {
-                if (strcmp(v, "line") && strcmp(v, "length"))
-                    usage("--framing: choose line or length");
-                opt.length = !strcmp(v, "length");
+                if (strcmp(v, "line") && strcmp(v, "length:4"))
+                    usage("--framing: loadgen speaks line and length:4 only");
+                opt.length = !strcmp(v, "length:4");
             }
             else if (!strcmp(a, "--connections")) opt.connections = (int)number(a, v);
             else if (!strcmp(a, "--size")) opt.size = (int)number(a, v);
