@@ -193,7 +193,9 @@ class LengthFieldFramer(BufferFramer):
             length does not fit the field, or a whole frame's length field
             does not match its length.
         """
-        header = self.offset + self.size
+        size = self.size
+        offset = self.offset
+        header = offset + size
         if self.strip < header:
             if len(payload) < header:
                 raise FramingError(
@@ -206,14 +208,16 @@ class LengthFieldFramer(BufferFramer):
                     f"reply of {len(payload)} bytes says it is {length} bytes long"
                 )
             return bytes(payload)
-        if header + len(payload) > self.maxLength:
+        length = len(payload)
+        if header + length > self.maxLength:
             raise frameTooLong(self.maxLength)
-        value = len(payload) - self.adjust
-        if not 0 <= value < 256**self.size:
+        value = length - self.adjust
+        # value < 256 ** size, without the power.
+        if value < 0 or value >> (size << 3):
             raise FramingError(
-                f"reply of {len(payload)} bytes does not fit"
-                f" a {self.size}-byte length field with adjust {self.adjust}"
+                f"reply of {length} bytes does not fit"
+                f" a {size}-byte length field with adjust {self.adjust}"
             )
-        return b"".join(
-            (bytes(self.offset), value.to_bytes(self.size, self.order), payload)
-        )
+        if offset:
+            return b"".join((bytes(offset), value.to_bytes(size, self.order), payload))
+        return value.to_bytes(size, self.order) + payload
