@@ -376,10 +376,11 @@ static void runLoad(int first, int count, Result *r) {
             }
             if (!opt.quiet && opt.processes == 1 && t - lastProgress >= SECOND / 2) {
                 double interval = (double)(t - lastProgress) / SECOND;
-                fprintf(stderr, "\r%s %.0f s: %.0f lines/s, %.1f MB/s   ",
+                fprintf(stderr, "\r%s %.0f s: %.0f %s/s, %.1f MB/s   ",
                         phase == WARMUP ? "warm-up" : phase == MEASURING ? "measuring" : "finishing",
                         (double)(t - start) / SECOND,
                         (double)(totalBytes - lastProgressBytes) / size / interval,
+                        opt.length ? "frames" : "lines",
                         (double)(totalBytes - lastProgressBytes) / interval / 1e6);
                 lastProgress = t;
                 lastProgressBytes = totalBytes;
