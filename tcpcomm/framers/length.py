@@ -6,7 +6,7 @@ C{LengthFieldBasedFrameDecoder}.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from tcpcomm.framers.base import (
     DEFAULT_MAX_FRAME_LENGTH,
@@ -57,6 +57,17 @@ class LengthFieldFramer(BufferFramer):
 
     __slots__ = ("adjust", "maxLength", "offset", "order", "size", "strip")
 
+    cutsBytes = True
+    _inlineLength: ClassVar[bool] = True
+    """
+    Whether L{cutBytes} may read the length field itself: C{False} in
+    subclasses that override L{frameLength}.
+    """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._inlineLength = cls.frameLength is LengthFieldFramer.frameLength
+
     size: int
     offset: int
     adjust: int
@@ -102,9 +113,9 @@ class LengthFieldFramer(BufferFramer):
         self.strip = strip
         self.maxLength = maxLength
 
-    def cut(self, buffer: bytearray, frames: list[bytes]) -> int:
+    def cut(self, buffer: bytes | bytearray, frames: list[bytes]) -> int:
         """
-        See L{BufferFramer.cut}.
+        See L{BufferFramer.cut}; C{buffer} may be C{bytes} too.
         """
         header = self.offset + self.size
         strip = self.strip
@@ -116,6 +127,38 @@ class LengthFieldFramer(BufferFramer):
             if end > size:
                 break
             frames.append(bytes(buffer[position + strip : end]))
+            position = end
+        return position
+
+    def cutBytes(self, data: bytes, frames: list[bytes]) -> int:
+        """
+        See L{BufferFramer.cutBytes}: L{cut}, with each payload one slice of
+        C{data} and, unless a subclass overrides L{frameLength}, the length
+        field read here rather than by a call per frame.
+        """
+        if not self._inlineLength:
+            return self.cut(data, frames)
+        offset = self.offset
+        header = offset + self.size
+        strip = self.strip
+        order = self.order
+        # frameLength's checks, inline: the frame's whole length is the
+        # field's value plus extra, and must be from header to maxLength.
+        extra = header + self.adjust
+        maxLength = self.maxLength
+        fromBytes = int.from_bytes
+        size = len(data)
+        position = 0
+        while size - position >= header:
+            length = (
+                fromBytes(data[position + offset : position + header], order) + extra
+            )
+            if length < header or length > maxLength:
+                self.frameLength(data, position)  # raises, saying why
+            end = position + length
+            if end > size:
+                break
+            frames.append(data[position + strip : end])
             position = end
         return position
 
@@ -150,7 +193,9 @@ class LengthFieldFramer(BufferFramer):
             length does not fit the field, or a whole frame's length field
             does not match its length.
         """
-        header = self.offset + self.size
+        size = self.size
+        offset = self.offset
+        header = offset + size
         if self.strip < header:
             if len(payload) < header:
                 raise FramingError(
@@ -163,14 +208,16 @@ class LengthFieldFramer(BufferFramer):
                     f"reply of {len(payload)} bytes says it is {length} bytes long"
                 )
             return bytes(payload)
-        if header + len(payload) > self.maxLength:
+        length = len(payload)
+        if header + length > self.maxLength:
             raise frameTooLong(self.maxLength)
-        value = len(payload) - self.adjust
-        if not 0 <= value < 256**self.size:
+        value = length - self.adjust
+        # value < 256 ** size, without the power.
+        if value < 0 or value >> (size << 3):
             raise FramingError(
-                f"reply of {len(payload)} bytes does not fit"
-                f" a {self.size}-byte length field with adjust {self.adjust}"
+                f"reply of {length} bytes does not fit"
+                f" a {size}-byte length field with adjust {self.adjust}"
             )
-        return b"".join(
-            (bytes(self.offset), value.to_bytes(self.size, self.order), payload)
-        )
+        if offset:
+            return b"".join((bytes(offset), value.to_bytes(size, self.order), payload))
+        return value.to_bytes(size, self.order) + payload
