@@ -640,7 +640,7 @@ class LineProtocol(ConnectionProtocol):
             finally:
                 results.pop()
         try:
-            return b"".join(map(encode, results))  # type: ignore[arg-type]
+            return factory.encodeAll(results)  # type: ignore[arg-type, misc]
         except Exception:
             # One that is no bytes, or cannot be framed: one by one.
             return None
@@ -1100,6 +1100,7 @@ class LineFactory(ConnectionFactory):
     @ivar makeFramer: Makes each connection's framer; C{None} for lines,
         which are cut by L{LineFramer} and framed with C{delimiter}.
     @ivar encode: Frames one reply; C{None} for lines.
+    @ivar encodeAll: Frames several replies as one block; C{None} for lines.
     @ivar modbus: Whether the framing is MODBUS TCP, whose failures have
         their own replies.
     @ivar delimiter: Appended to every reply (lines only): C{b"\\n"} or
@@ -1163,6 +1164,7 @@ class LineFactory(ConnectionFactory):
         self.framing = "line"
         self.makeFramer: Callable[[], Framer] | None = None
         self.encode: Callable[[bytes], bytes] | None = None
+        self.encodeAll: Callable[[list[bytes]], bytes] | None = None
         self.modbus = False
         if framing is not None:
             makeFramer = framerFactory(framing)
@@ -1178,5 +1180,6 @@ class LineFactory(ConnectionFactory):
                     self.framing = type(prototype).__name__
                 self.makeFramer = makeFramer
                 self.encode = prototype.encode
+                self.encodeAll = prototype.encodeAll
                 self.modbus = isinstance(prototype, ModbusFramer)
         self.maxLineLength = maxLineLength

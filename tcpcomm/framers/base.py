@@ -104,6 +104,15 @@ class Framer(Protocol):
             replies are whole frames) not a consistent frame.
         """
 
+    def encodeAll(self, payloads: list[bytes]) -> bytes:
+        """
+        Frame several replies, in order, as one block of bytes: what
+        L{encode} gives for each, joined.
+
+        @raise FramingError: If one cannot be framed.
+        @raise TypeError: If one is not bytes-like.
+        """
+
 
 class BufferFramer:
     """
@@ -228,6 +237,18 @@ class BufferFramer:
         if rest:
             raise FramingError(f"input ended inside a frame ({len(rest)} bytes held)")
         return []
+
+    def encodeAll(self, payloads: list[bytes]) -> bytes:
+        """
+        See L{Framer.encodeAll}: L{encode} for each, joined.
+        """
+        return b"".join(map(self.encode, payloads))
+
+    def encode(self, payload: bytes) -> bytes:
+        """
+        See L{Framer.encode}; subclasses implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement encode")
 
     def _fail(self, reason: str) -> None:
         """
