@@ -500,7 +500,11 @@ class LineProtocol(ConnectionProtocol):
         """
         count = self.linesHandled
         noun = "line" if self.factory.makeFramer is None else "message"
-        return f"{super().summary()}, {count} {noun}{'' if count == 1 else 's'}"
+        text = f"{super().summary()}, {count} {noun}{'' if count == 1 else 's'}"
+        discarded = getattr(self._framer, "discarded", 0)
+        if discarded:
+            text += f", {discarded} byte{'' if discarded == 1 else 's'} between frames"
+        return text
 
     def _handleLines(self, lines: list[bytes]) -> None:
         """

@@ -1143,6 +1143,16 @@ class BinaryFramingTests(SynchronousTestCase):
             any("inside a frame" in str(e.get("reason")) for e in logs.events)
         )
 
+    def test_discardedBytesSummarized(self) -> None:
+        """
+        Bytes that STX/ETX framing discards between frames are counted in
+        the connection's summary.
+        """
+        protocol, transport = connect(LineFactory(framing="stx-etx"))
+        protocol.dataReceived(b"junk\x02a\x03x")
+        self.assertEqual(transport.value(), b"\x02a\x03")
+        self.assertIn("1 message, 5 bytes between frames", protocol.summary())
+
     def test_halfCloseEndsADelimitedFrame(self) -> None:
         """
         A half-close ends the last frame of a delimiter framing, which is
