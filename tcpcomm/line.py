@@ -634,6 +634,9 @@ class LineProtocol(ConnectionProtocol):
             (C{None}, a Deferred, a coroutine, a reply too long...).
         """
         factory = self.factory
+        if factory.modbus:
+            # Each reply is checked against its request: one by one.
+            return None
         encode = factory.encode
         if encode is None:
             results.append(b"")
@@ -773,7 +776,12 @@ class LineProtocol(ConnectionProtocol):
         if encode is None:
             return payload + factory.delimiter
         try:
-            return encode(payload)
+            wire = encode(payload)
+            if factory.modbus and wire[:2] != request[:2]:
+                raise FramingError(
+                    f"transaction id {wire[:2].hex()} is not the request's"
+                    f" {request[:2].hex()}"
+                )
         except FramingError as error:
             self._log.error(
                 "Handler's reply to {peer} cannot be framed as {framing}: {reason}",
@@ -782,6 +790,7 @@ class LineProtocol(ConnectionProtocol):
                 reason=error.reason,
             )
             return self._failureReply(request, False)
+        return wire
 
     def _failureReply(self, request: bytes, timedOut: bool) -> bytes:
         """

@@ -1255,6 +1255,22 @@ class ModbusTests(SynchronousTestCase):
         protocol.dataReceived(modbusRequest(5))
         self.assertEqual(transport.value(), b"\x00\x05\x00\x00\x00\x03\x01\x83\x04")
 
+    def test_wrongTransactionIdAnsweredWithException04(self) -> None:
+        """
+        A reply whose transaction id is not its request's (a client would
+        match it to another request) is logged and answered with exception
+        code 0x04 under the request's own id.
+        """
+        logs = LogCapture(self)
+        protocol, transport = connect(
+            LineFactory(lambda adu: modbusRequest(99), framing="modbus")
+        )
+        protocol.dataReceived(modbusRequest(5))
+        self.assertEqual(transport.value(), b"\x00\x05\x00\x00\x00\x03\x01\x83\x04")
+        self.assertTrue(
+            any("transaction id" in str(e.get("reason")) for e in logs.events)
+        )
+
     def test_timedOutAnsweredWithException0B(self) -> None:
         """
         A handler that times out is answered with exception code 0x0B
