@@ -63,13 +63,31 @@ SERVERS_SCRIPT = str(Path(servers.__file__).resolve())
 DESCRIPTIONS = {
     "tcpcomm-line": "tcpcomm line mode, `twistd -n tcpcomm` (echoes lines)",
     "tcpcomm-line-py": "the same with a handler in Python, `--handler"
-    " benchmarks.servers:echoInPython`",
+    " benchmarks.handlers:echoInPython` (`def echo(line): return line`)",
+    "tcpcomm-line-async": "tcpcomm line mode with `async def echo(line): return"
+    " line`"
+    " (`benchmarks.handlers:echoAsync`, returns without awaiting)",
+    "tcpcomm-line-later": "tcpcomm line mode with a handler answering a reactor"
+    " turn later, `deferLater(reactor, 0, bytes, line)`"
+    " (`benchmarks.handlers:echoLater`)",
     "tcpcomm-echo": "tcpcomm echo mode, `twistd -n tcpcomm --protocol echo`",
+    "tcpcomm-length": "tcpcomm echoing 4-byte length-prefixed frames,"
+    " `twistd -n tcpcomm --protocol line --framing length:4`",
     "twisted-echo": "Twisted `wire.Echo`, epoll reactor",
     "twisted-linereceiver": "Twisted `LineReceiver` echoing lines, epoll reactor",
     "twisted-lineonly": "Twisted `LineOnlyReceiver` echoing lines, epoll reactor",
+    "twisted-int32": "Twisted `Int32StringReceiver` echoing frames"
+    " (`stringReceived` → `sendString`), epoll reactor",
     "asyncio-protocol": "asyncio `Protocol`: `data_received` → `write`",
+    "asyncio-lines": "asyncio `Protocol` with tcpcomm's line framing"
+    " (`tcpcomm.framing.LineFramer`): the lines of one read echoed in one `write`",
     "asyncio-streams": "asyncio streams: `readline` → `write` → `drain`",
+    "asyncio-streams-async": "asyncio streams with the `async def` echo of"
+    " `tcpcomm-line-async`: `readline` → `write(await echo(line))` → `drain`",
+    "asyncio-streams-later": "asyncio streams, `write(await echo(line))`, with a"
+    " handler that awaits"
+    " `asyncio.sleep(0)` (one loop turn) before it returns the line"
+    " (`benchmarks.handlers:echoAfterSleep`)",
     "uvloop-protocol": "the asyncio `Protocol` server on uvloop",
 }
 
@@ -77,23 +95,47 @@ LINE_KINDS = frozenset(
     {
         "tcpcomm-line",
         "tcpcomm-line-py",
+        "tcpcomm-line-async",
+        "tcpcomm-line-later",
         "twisted-linereceiver",
         "twisted-lineonly",
+        "asyncio-lines",
         "asyncio-streams",
+        "asyncio-streams-async",
+        "asyncio-streams-later",
     }
 )
 """
-Servers that frame lines; the others echo bytes as they come.
+Servers that frame lines; the others echo bytes as they come, or frames
+(L{servers.LENGTH_KINDS}).
 """
 
 LINE_REFERENCE = "twisted-lineonly"
 BYTE_REFERENCE = "twisted-echo"
+LENGTH_REFERENCE = "twisted-int32"
+
+LEFT_OUT = {
+    kind: frozenset({"stream"})
+    for kind in (
+        "tcpcomm-line-async",
+        "tcpcomm-line-later",
+        "asyncio-streams-async",
+        "asyncio-streams-later",
+    )
+}
+"""
+Scenarios not run for a server: the handler rows compare what calling a
+handler per line costs, which ping-pong and 16 pipelined show; streaming
+lines through them would only show it again, more slowly.
+"""
 
 
 def reference(kind: str) -> str:
     """
     The stock Twisted server that C{kind}'s figures are divided by.
     """
+    if kind in servers.LENGTH_KINDS:
+        return LENGTH_REFERENCE
     return LINE_REFERENCE if kind in LINE_KINDS else BYTE_REFERENCE
 
 
@@ -130,12 +172,17 @@ class Scenario:
         """
         return "default" if self.pipeline is None else str(self.pipeline)
 
-    def arguments(self, duration: float, warmup: float, processes: int) -> list[str]:
+    def arguments(
+        self, duration: float, warmup: float, processes: int, length: bool = False
+    ) -> list[str]:
         """
-        The generator's options for this scenario.
+        The generator's options for this scenario; with C{length}, in
+        length-prefixed frames (C{--framing length:4}) rather than lines.
         """
         pipeline = [] if self.pipeline is None else ["--pipeline", str(self.pipeline)]
+        framing = ["--framing", "length:4"] if length else []
         return [
+            *framing,
             "--mode",
             self.mode,
             "--connections",
@@ -192,8 +239,8 @@ SCENARIOS = {
 @dataclass(frozen=True)
 class Target:
     """
-    A ratio the table has to show: C{kind} over C{reference(kind)} in one
-    scenario, at least C{minimum}.
+    A ratio the table has to show: C{kind} over C{over} (by default
+    C{reference(kind)}) in one scenario, at least C{minimum}.
     """
 
     key: str
@@ -201,6 +248,14 @@ class Target:
     kind: str
     scenario: str
     minimum: float
+    over: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """
+        The server C{kind}'s figure is divided by.
+        """
+        return self.over or reference(self.kind)
 
 
 TARGETS = (
@@ -208,6 +263,47 @@ TARGETS = (
     Target("line-p16", "tcpcomm-line P16", "tcpcomm-line", "lines16", 3.0),
     Target("echo-pingpong", "tcpcomm-echo pingpong", "tcpcomm-echo", "pingpong", 1.5),
     Target("echo-stream", "tcpcomm-echo stream", "tcpcomm-echo", "stream", 1.0),
+    Target(
+        "async-p1",
+        "tcpcomm-line-async P1",
+        "tcpcomm-line-async",
+        "pingpong",
+        0.7,
+        "tcpcomm-line-py",
+    ),
+    Target(
+        "async-p16",
+        "tcpcomm-line-async P16",
+        "tcpcomm-line-async",
+        "lines16",
+        0.7,
+        "tcpcomm-line-py",
+    ),
+    Target(
+        "later-p1",
+        "tcpcomm-line-later P1",
+        "tcpcomm-line-later",
+        "pingpong",
+        1.5,
+        "asyncio-streams-later",
+    ),
+    Target(
+        "later-p16",
+        "tcpcomm-line-later P16",
+        "tcpcomm-line-later",
+        "lines16",
+        1.5,
+        "asyncio-streams-later",
+    ),
+    Target("length-p16", "tcpcomm-length P16", "tcpcomm-length", "lines16", 3.0),
+    Target(
+        "length-line-p16",
+        "tcpcomm-length P16",
+        "tcpcomm-length",
+        "lines16",
+        0.9,
+        "tcpcomm-line",
+    ),
 )
 
 LINE_P16_RATE = 2_000_000
@@ -745,7 +841,9 @@ def runGenerator(
     command = [
         *generatorCommand(options),
         f"127.0.0.1:{server.port}",
-        *scenario.arguments(duration, warmup, options.processes),
+        *scenario.arguments(
+            duration, warmup, options.processes, server.kind in servers.LENGTH_KINDS
+        ),
     ]
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
@@ -899,6 +997,7 @@ def measureServer(
     logged that looks like trouble.
     """
     runs: list[Run] = []
+    scenarios = [s for s in scenarios if s.name not in LEFT_OUT.get(kind, ())]
     try:
         server = Server(kind, pinning)
     except Failed as e:
@@ -966,6 +1065,10 @@ class Cell:
     otherCpu: float | None = None
     generatorSaturated: bool = False
     serverSaturated: bool = False
+    leftOut: bool = False
+    """
+    Not run, by design (L{LEFT_OUT}).
+    """
 
 
 def medianOf(values: Sequence[float | None]) -> float | None:
@@ -986,6 +1089,9 @@ def summarize(
             mine = [r for r in runs if r.server == kind and r.scenario == scenario.name]
             cell = Cell(kind, scenario.name)
             cells[kind, scenario.name] = cell
+            if scenario.name in LEFT_OUT.get(kind, ()):
+                cell.leftOut = True
+                continue
             failures = [r.failure for r in mine if r.failure]
             if failures:
                 cell.failure = failures[0]
@@ -1043,7 +1149,7 @@ def targetLines(
     """
     lines: list[tuple[str, bool | None]] = []
     for target in TARGETS:
-        ref = reference(target.kind)
+        ref = target.reference
         minimum = minimums[target.key]
         head = f"{target.label} / {ref}:"
         cell = cells.get((target.kind, target.scenario))
@@ -1051,15 +1157,15 @@ def targetLines(
         if cell is None or refCell is None:
             lines.append((f"{head} not measured (server or scenario left out)", None))
             continue
-        if cell.ratio is None:
+        if cell.median is None or not refCell.median:
             why = cell.failure or refCell.failure or "no figure"
             lines.append((f"{head} no ratio ({why})", False))
             continue
-        met = cell.ratio >= minimum
+        ratio = cell.median / refCell.median
+        met = ratio >= minimum
         scenario = SCENARIOS[target.scenario]
-        assert cell.median is not None and refCell.median is not None
         line = (
-            f"{head} {cell.ratio:.2f}{TIMES} (target ≥ {minimum:g}{TIMES})"
+            f"{head} {ratio:.2f}{TIMES} (target ≥ {minimum:g}{TIMES})"
             f" {'OK' if met else 'BELOW'} —"
             f" {cell.median:,.{digits(scenario)}f} vs"
             f" {refCell.median:,.{digits(scenario)}f} {scenario.unit}"
@@ -1238,6 +1344,9 @@ def markdown(
             if cell.failure is not None:
                 row += [f"failed ({failures[cell.failure]})", "", "", ""]
                 continue
+            if cell.leftOut:
+                row += ["not run", "", "", ""]
+                continue
             ratio = NONE if cell.ratio is None else f"{cell.ratio:.2f}{TIMES}"
             if kind == reference(kind) and cell.ratio is not None:
                 ratio = "1 (ref)"
@@ -1254,11 +1363,16 @@ def markdown(
     out += [
         "",
         f"{TIMES} stock: the median divided by that of the stock Twisted server"
-        " of the same kind: line servers (`tcpcomm-line`, `twisted-linereceiver`,"
-        f" `asyncio-streams`) by `{LINE_REFERENCE}`, byte echo servers"
-        " (`tcpcomm-echo`, `asyncio-protocol`, `uvloop-protocol`) by"
-        f" `{BYTE_REFERENCE}`. Rates count lines echoed (one round trip is one"
-        " line there and back); MB/s is 10^6 bytes per second each way."
+        " of the same kind: line servers (`tcpcomm-line*`, `twisted-linereceiver`,"
+        f" `asyncio-lines`, `asyncio-streams*`) by `{LINE_REFERENCE}`, byte echo"
+        " servers (`tcpcomm-echo`, `asyncio-protocol`, `uvloop-protocol`) by"
+        f" `{BYTE_REFERENCE}`, length-prefixed frame servers (`tcpcomm-length`)"
+        f" by `{LENGTH_REFERENCE}`. Rates count lines (or frames) echoed (one"
+        " round trip is one line there and back); MB/s is 10^6 bytes per second"
+        " each way, length headers included. The frame servers get S-byte"
+        " payloads after a 4-byte length (`--framing length:4`); not run: the"
+        " scenario is left out for that server (the handler rows are compared"
+        " at one and at 16 lines in flight)."
         " gen CPU: the generator's CPU time (user + system) over its measured"
         " seconds, as it reports it; srv CPU: the server's, read from"
         " `/proc/PID/stat` over the same seconds; both medians, in % of one"
@@ -1366,11 +1480,11 @@ def chart(
         axis.bar(positions, medians, color=colour, yerr=[low, high], capsize=3)
         for position, kind in zip(positions, kinds, strict=True):
             cell = cells[kind, scenario.name]
-            if cell.failure is not None:
+            if cell.failure is not None or cell.leftOut:
                 axis.text(
                     position,
                     0,
-                    "failed",
+                    "failed" if cell.failure is not None else "not run",
                     rotation=90,
                     ha="center",
                     va="bottom",
@@ -1402,7 +1516,9 @@ def chart(
 
 def checkGenerator(options: argparse.Namespace) -> str | None:
     """
-    Why the generator cannot run, or C{None} when C{--help} works.
+    Why the generator cannot run, or C{None} when C{--help} works; then
+    C{options.speaksLength} says whether its help offers C{--framing}
+    (length-prefixed frames, for L{servers.LENGTH_KINDS}).
     """
     try:
         done = subprocess.run(
@@ -1417,6 +1533,7 @@ def checkGenerator(options: argparse.Namespace) -> str | None:
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else f"exit status {done.returncode}"
+    options.speaksLength = b"--framing" in done.stdout + done.stderr
     return None
 
 
@@ -1600,14 +1717,23 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         report(f"compare: the load generator does not run: {problem}")
         return 1
+    if not options.speaksLength:
+        for kind in [k for k in kinds if k in servers.LENGTH_KINDS]:
+            kinds.remove(kind)
+            skipped[kind] = "the load generator has no --framing (loadgen.c has)"
+            report(f"{kind}: skipped: {skipped[kind]}")
+    if not kinds:
+        report("compare: no server left to measure")
+        return 1
 
-    perRun = len(scenarios) * (
-        options.server_warmup + options.warmup + options.duration + 1.5
+    perScenario = options.server_warmup + options.warmup + options.duration + 1.5
+    runsPerRepeat = sum(
+        1 for kind in kinds for s in scenarios if s.name not in LEFT_OUT.get(kind, ())
     )
     report(
         f"{len(kinds)} servers, {len(scenarios)} scenarios, {options.repeats}"
         f" repeats; {pinning.describe()}; about"
-        f" {len(kinds) * options.repeats * perRun / 60:.0f} minutes"
+        f" {runsPerRepeat * options.repeats * perScenario / 60:.0f} minutes"
     )
     info = machine()
     runs: list[Run] = []
@@ -1664,7 +1790,13 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(elapsed, 1),
         },
         "scenarios": [asdict(s) for s in scenarios],
-        "references": {"line": LINE_REFERENCE, "bytes": BYTE_REFERENCE},
+        "references": {
+            "line": LINE_REFERENCE,
+            "bytes": BYTE_REFERENCE,
+            "length": LENGTH_REFERENCE,
+        },
+        "lengthFramed": [kind for kind in kinds if kind in servers.LENGTH_KINDS],
+        "leftOut": {kind: sorted(LEFT_OUT[kind]) for kind in kinds if kind in LEFT_OUT},
         "skipped": skipped,
         "cells": [asdict(cell) for cell in cells.values()],
         "targets": [{"line": line, "met": met} for line, met in targets],

@@ -11,9 +11,15 @@
  *
  *   loadgen HOST:PORT --mode {pingpong,lines,stream} [--connections C]
  *       [--size S] [--pipeline P] [--duration D] [--warmup W]
- *       [--processes N] [--json] [--quiet]
+ *       [--processes N] [--framing {line,length:4}] [--json] [--quiet]
  *
- * HOST is a numeric IPv4 or IPv6 address ([::1]:PORT).  Exit status 0 when
+ * HOST is a numeric IPv4 or IPv6 address ([::1]:PORT).  --framing line
+ * (the default) sends S-byte lines, LF included; --framing length:4 (as
+ * `tcpcomm bench --framing` and `twistd tcpcomm --framing` write it) sends
+ * frames of a 4-byte big-endian length field and an S-byte payload
+ * (Twisted's Int32StringReceiver), expects each echo to be the same frame,
+ * and cuts the replies by their headers across reads, counting frames (the
+ * JSON then says "framing": "length:4").  Exit status 0 when
  * every byte sent came back verified, 1 with one line on standard error
  * otherwise (the JSON, with --json, says verified false), 2 for a bad
  * command line.  Every phase is bounded in time.
@@ -46,6 +52,7 @@
 #define FINISH_LIMIT_S 10.0
 #define CONNECT_TIMEOUT_S 10.0
 #define SECOND 1000000000LL
+#define LENGTH_HEADER 4
 
 typedef struct {
     int fd;
@@ -53,6 +60,10 @@ typedef struct {
     int64_t received, sent, target;
     int64_t rpos, spos;
     int64_t checkedReceived, checkedAt;
+    /* --framing length: the reply frame being read, cut by its header. */
+    unsigned char header[LENGTH_HEADER];
+    int headerHave;
+    int64_t bodyLeft, frames;
     /* Sends that finished lines: (lines sent so far, when), oldest first. */
     int64_t *batchEnd, *batchAt;
     int batchHead, batchCount, batchCap;
@@ -68,9 +79,9 @@ typedef struct {
 
 static struct {
     const char *endpoint, *mode;
-    int connections, size, pipeline, processes, json, quiet;
+    int connections, size, pipeline, processes, json, quiet, length;
     double duration, warmup;
-} opt = {NULL, NULL, 100, 64, 0, 1, 0, 0, 5.0, 1.0};
+} opt = {NULL, NULL, 100, 64, 0, 1, 0, 0, 0, 5.0, 1.0};
 
 static int64_t nowNs(void) {
     struct timespec ts;
@@ -126,17 +137,58 @@ static double percentile(const uint64_t *h, double fraction) {
 }
 
 /* Lines of `size` bytes, printable, each ending in LF and holding no other
- * LF nor CR, from a fixed seed: every connection starts at its own line. */
+ * LF nor CR, from a fixed seed: every connection starts at its own line.
+ * With --framing length, each `size`-byte message is instead a 4-byte
+ * big-endian length field holding size - 4, then that many printable bytes. */
 static char *makePattern(int size, int lines) {
     size_t n = (size_t)size * lines;
     char *p = malloc(2 * n);
     uint32_t x = 2463534242u;
+    uint32_t body = (uint32_t)(size - LENGTH_HEADER);
     for (size_t i = 0; i < n; i++) {
         x ^= x << 13; x ^= x >> 17; x ^= x << 5;
-        p[i] = (i % size == (size_t)size - 1) ? '\n' : (char)('!' + x % 94);
+        size_t at = i % size;
+        if (opt.length)
+            p[i] = at < LENGTH_HEADER ? (char)(body >> (8 * (LENGTH_HEADER - 1 - at)))
+                                      : (char)('!' + x % 94);
+        else
+            p[i] = at == (size_t)size - 1 ? '\n' : (char)('!' + x % 94);
     }
     memcpy(p + n, p, n);
     return p;
+}
+
+/* Cut the `got` bytes of a reply read on `c` into length-prefixed frames,
+ * carrying a header or body split across reads over to the next read.
+ * Returns 0, or -1 with the header's value in *said when a frame's length
+ * field is not the payload size sent. */
+static int cutFrames(Conn *c, const unsigned char *data, int64_t got, uint32_t *said) {
+    int64_t at = 0;
+    while (at < got) {
+        if (c->headerHave < LENGTH_HEADER) {
+            c->header[c->headerHave++] = data[at++];
+            if (c->headerHave == LENGTH_HEADER) {
+                uint32_t value = (uint32_t)c->header[0] << 24 | (uint32_t)c->header[1] << 16 |
+                                 (uint32_t)c->header[2] << 8 | c->header[3];
+                if (value != (uint32_t)opt.size) {
+                    *said = value;
+                    return -1;
+                }
+                c->bodyLeft = value;
+            } else {
+                continue;
+            }
+        } else {
+            int64_t take = got - at < c->bodyLeft ? got - at : c->bodyLeft;
+            c->bodyLeft -= take;
+            at += take;
+        }
+        if (c->bodyLeft == 0) {
+            c->frames++;
+            c->headerHave = 0;
+        }
+    }
+    return 0;
 }
 
 static int parseEndpoint(const char *text, struct sockaddr_storage *ss,
@@ -186,7 +238,9 @@ static void runLoad(int first, int count, Result *r) {
     r->ok = 1;
     parseEndpoint(opt.endpoint, &ss, &sslen);
     int stream = !strcmp(opt.mode, "stream");
-    const int64_t size = opt.size, pipeline = opt.pipeline;
+    /* The bytes of one message on the wire: a line, or a header and payload. */
+    const int64_t size = opt.size + (opt.length ? LENGTH_HEADER : 0);
+    const int64_t pipeline = opt.pipeline;
     const int64_t window = pipeline * size;
     int64_t minLines = 1;
     if (stream) {
@@ -322,10 +376,11 @@ static void runLoad(int first, int count, Result *r) {
             }
             if (!opt.quiet && opt.processes == 1 && t - lastProgress >= SECOND / 2) {
                 double interval = (double)(t - lastProgress) / SECOND;
-                fprintf(stderr, "\r%s %.0f s: %.0f lines/s, %.1f MB/s   ",
+                fprintf(stderr, "\r%s %.0f s: %.0f %s/s, %.1f MB/s   ",
                         phase == WARMUP ? "warm-up" : phase == MEASURING ? "measuring" : "finishing",
                         (double)(t - start) / SECOND,
                         (double)(totalBytes - lastProgressBytes) / size / interval,
+                        opt.length ? "frames" : "lines",
                         (double)(totalBytes - lastProgressBytes) / interval / 1e6);
                 lastProgress = t;
                 lastProgressBytes = totalBytes;
@@ -404,6 +459,14 @@ static void runLoad(int first, int count, Result *r) {
                              (long long)c->sent);
                         return;
                     }
+                    uint32_t said;
+                    if (opt.length &&
+                        cutFrames(c, (const unsigned char *)buffer, got, &said)) {
+                        fail(r, "connection #%d: reply frame %lld has a length field of"
+                             " %lu, not the %d bytes sent", first + (int)(c - conns) + 1,
+                             (long long)c->frames + 1, (unsigned long)said, opt.size);
+                        return;
+                    }
                     if (memcmp(buffer, pattern + c->rpos, (size_t)got)) {
                         int64_t at = 0;
                         while (buffer[at] == pattern[c->rpos + at]) at++;
@@ -416,7 +479,7 @@ static void runLoad(int first, int count, Result *r) {
                     if (c->rpos >= block) c->rpos -= block;
                     int64_t before = c->received / size;
                     c->received = received;
-                    int64_t done = received / size;
+                    int64_t done = opt.length ? c->frames : received / size;
                     if (done != before) {
                         t = nowNs();
                         while (before < done) {
@@ -470,17 +533,20 @@ static void printReport(const Result *total, double messagesPerS, double bytesPe
                " \"messages\": %lld, \"messages_per_s\": %.1f, \"bytes_per_s\": %.1f,"
                " \"latency_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f},"
                " \"cpu_percent\": %.1f, \"errors\": %d, \"verified\": %s,"
-               " \"generator\": \"loadgen.c\"}\n",
+               "%s \"generator\": \"loadgen.c\"}\n",
                opt.mode, opt.endpoint, opt.connections, opt.size, opt.pipeline,
                total->seconds, opt.processes, (long long)total->messages, messagesPerS,
                bytesPerS, p50, p90, p99, cpuPercent, total->ok ? 0 : 1,
-               total->ok ? "true" : "false");
+               total->ok ? "true" : "false", opt.length ? " \"framing\": \"length:4\"," : "");
     } else if (total->ok) {
-        printf("%s, %d connections, %d-byte lines, %d in flight, %.1f s: %.0f lines/s,"
+        const char *unit = opt.length ? "frames" : "lines";
+        printf("%s, %d connections, %d-byte %s, %d in flight, %.1f s: %.0f %s/s,"
                " %.1f MB/s each way; latency p50 %.1f us, p90 %.1f us, p99 %.1f us;"
                " generator CPU %.0f %%\n",
-               opt.mode, opt.connections, opt.size, opt.pipeline, total->seconds,
-               messagesPerS, bytesPerS / 1e6, p50, p90, p99, cpuPercent);
+               opt.mode, opt.connections, opt.size,
+               opt.length ? "payloads in length-prefixed frames" : "lines", opt.pipeline,
+               total->seconds, messagesPerS, unit, bytesPerS / 1e6, p50, p90, p99,
+               cpuPercent);
     }
 }
 
@@ -513,8 +579,9 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             puts("usage: loadgen HOST:PORT --mode {pingpong,lines,stream} [--connections C]\n"
                  "    [--size S] [--pipeline P] [--duration D] [--warmup W] [--processes N]\n"
-                 "    [--json] [--quiet]\n"
-                 "The load of `tcpcomm bench`, in C: same options, loads, checks and JSON.");
+                 "    [--framing {line,length:4}] [--json] [--quiet]\n"
+                 "The load of `tcpcomm bench`, in C: same options, loads, checks and JSON.\n"
+                 "--framing length:4: S-byte payloads, each after a 4-byte big-endian length.");
             return 0;
         }
         if (!strcmp(a, "--json")) opt.json = 1;
@@ -523,6 +590,11 @@ int main(int argc, char **argv) {
             if (!v) usage("an option is missing its value");
             i++;
             if (!strcmp(a, "--mode")) opt.mode = v;
+            else if (!strcmp(a, "--framing")) {
+                if (strcmp(v, "line") && strcmp(v, "length:4"))
+                    usage("--framing: loadgen speaks line and length:4 only");
+                opt.length = !strcmp(v, "length:4");
+            }
             else if (!strcmp(a, "--connections")) opt.connections = (int)number(a, v);
             else if (!strcmp(a, "--size")) opt.size = (int)number(a, v);
             else if (!strcmp(a, "--pipeline")) opt.pipeline = (int)number(a, v);
@@ -537,14 +609,15 @@ int main(int argc, char **argv) {
     if (!opt.mode || (strcmp(opt.mode, "pingpong") && strcmp(opt.mode, "lines") &&
                       strcmp(opt.mode, "stream")))
         usage("--mode: choose pingpong, lines or stream");
-    if (opt.size < 2) usage("--size: at least 2");
+    if (opt.size < 2 && !opt.length) usage("--size: at least 2");
     struct sockaddr_storage ss;
     socklen_t len;
     if (parseEndpoint(opt.endpoint, &ss, &len))
         usage("endpoint: expected a numeric IPV4:PORT or [IPV6]:PORT");
     if (!opt.pipeline) {
+        int unit = opt.size + (opt.length ? LENGTH_HEADER : 0);
         opt.pipeline = !strcmp(opt.mode, "pingpong") ? 1 : !strcmp(opt.mode, "lines") ? 16
-                       : (STREAM_WINDOW + opt.size - 1) / opt.size;
+                       : (STREAM_WINDOW + unit - 1) / unit;
         if (opt.pipeline < 4 && !strcmp(opt.mode, "stream")) opt.pipeline = 4;
     }
     if (opt.processes > opt.connections) opt.processes = opt.connections;

@@ -7,7 +7,8 @@ C{KIND starting on PORT} on standard output (the line twistd logs for a
 port, so that one pattern finds every server's port), and serves until
 SIGTERM or SIGINT.  It logs warnings and worse to standard error and nothing
 else.  Every server echoes: byte echo servers send back every byte, line
-servers send back every LF-terminated line.
+servers send back every LF-terminated line, length servers (L{LENGTH_KINDS})
+every frame with a 4-byte big-endian length prefix.
 
 The tcpcomm kinds are not here: C{compare.py} runs them through twistd,
 exactly as users do (L{tcpcommCommand}), because C{twistd tcpcomm} chooses
@@ -22,14 +23,67 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, cast
 
 DEFAULT_BACKLOG = 1024
 
-TWISTED_KINDS = ("twisted-echo", "twisted-linereceiver", "twisted-lineonly")
-ASYNCIO_KINDS = ("asyncio-protocol", "asyncio-streams", "uvloop-protocol")
-TCPCOMM_KINDS = ("tcpcomm-line", "tcpcomm-line-py", "tcpcomm-echo")
+TWISTED_KINDS = (
+    "twisted-echo",
+    "twisted-linereceiver",
+    "twisted-lineonly",
+    "twisted-int32",
+)
+ASYNCIO_KINDS = (
+    "asyncio-protocol",
+    "asyncio-lines",
+    "asyncio-streams",
+    "asyncio-streams-async",
+    "asyncio-streams-later",
+    "uvloop-protocol",
+)
+TCPCOMM_KINDS = (
+    "tcpcomm-line",
+    "tcpcomm-line-py",
+    "tcpcomm-line-async",
+    "tcpcomm-line-later",
+    "tcpcomm-echo",
+    "tcpcomm-length",
+)
 KINDS = TCPCOMM_KINDS + TWISTED_KINDS + ASYNCIO_KINDS
+
+LENGTH_KINDS = frozenset({"tcpcomm-length", "twisted-int32"})
+"""
+Servers that speak frames with a 4-byte big-endian length prefix (Twisted's
+C{Int32StringReceiver}); the others speak lines or bytes.
+"""
+
+TCPCOMM_OPTIONS = {
+    "tcpcomm-line": ["--protocol", "line"],
+    "tcpcomm-line-py": [
+        "--protocol",
+        "line",
+        "--handler",
+        "benchmarks.handlers:echoInPython",
+    ],
+    "tcpcomm-line-async": [
+        "--protocol",
+        "line",
+        "--handler",
+        "benchmarks.handlers:echoAsync",
+    ],
+    "tcpcomm-line-later": [
+        "--protocol",
+        "line",
+        "--handler",
+        "benchmarks.handlers:echoLater",
+    ],
+    "tcpcomm-echo": ["--protocol", "echo"],
+    "tcpcomm-length": ["--protocol", "line", "--framing", "length:4"],
+}
+"""
+The options of C{twistd -n tcpcomm} for each tcpcomm kind, besides C{--port}.
+"""
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 """
@@ -47,12 +101,6 @@ def tcpcommCommand(kind: str, backlog: int) -> list[str]:
 
     Run it with the checkout as the working directory.
     """
-    protocol = {"tcpcomm-line": "line", "tcpcomm-line-py": "line"}.get(kind, "echo")
-    handler = (
-        ["--handler", f"benchmarks.servers:{echoInPython.__name__}"]
-        if kind == "tcpcomm-line-py"
-        else []
-    )
     return [
         sys.executable,
         "-c",
@@ -60,21 +108,10 @@ def tcpcommCommand(kind: str, backlog: int) -> list[str]:
         "-n",
         "--pidfile=",
         "tcpcomm",
-        "--protocol",
-        protocol,
-        *handler,
+        *TCPCOMM_OPTIONS[kind],
         "--port",
         f"tcp:0:interface=127.0.0.1:backlog={backlog}",
     ]
-
-
-def echoInPython(line: bytes) -> bytes:
-    """
-    The line handler of C{tcpcomm-line-py}: the default echo, written as a
-    Python function, as a user's own handler is (tcpcomm's default,
-    C{bytes.__bytes__}, is called without a Python frame).
-    """
-    return line
 
 
 def serverCommand(kind: str, backlog: int, script: str) -> list[str]:
@@ -134,10 +171,15 @@ def runTwisted(kind: str, backlog: int) -> None:
         def lineReceived(self, line: bytes) -> None:
             self.sendLine(line)
 
+    class Int32Echo(basic.Int32StringReceiver):
+        def stringReceived(self, string: bytes) -> None:
+            self.sendString(string)
+
     protocols: dict[str, type[Protocol]] = {
         "twisted-echo": wire.Echo,
         "twisted-linereceiver": LineReceiverEcho,
         "twisted-lineonly": LineOnlyEcho,
+        "twisted-int32": Int32Echo,
     }
     factory = ServerFactory()
     factory.protocol = protocols[kind]
@@ -163,6 +205,29 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.write(data)
 
 
+class LineProtocol(asyncio.Protocol):
+    """
+    Line echo with asyncio's protocol API and tcpcomm's own line framing
+    (L{tcpcomm.framing.LineFramer}: split on LF, one CR before it dropped,
+    16 KiB at most): the replies to all the lines of one read are joined and
+    written at once, as tcpcomm's line server does.
+    """
+
+    transport: asyncio.WriteTransport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        from tcpcomm.framing import LineFramer
+
+        self.transport = cast(asyncio.WriteTransport, transport)
+        self.framer = LineFramer()
+
+    def data_received(self, data: bytes) -> None:
+        lines = self.framer.feed(data)
+        if lines:
+            lines.append(b"")
+            self.transport.write(b"\n".join(lines))
+
+
 async def echoLines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """
     Line echo with asyncio streams: C{readline}, C{write}, C{await drain()}.
@@ -180,16 +245,50 @@ async def echoLines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         writer.close()
 
 
+def awaitingEachLine(
+    handler: Callable[[bytes], Awaitable[bytes]],
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """
+    Line echo with asyncio streams and an C{async} handler: C{readline},
+    C{write(await handler(line))}, C{await drain()}.  The handler gets the
+    line as read, LF included, and its reply is written as it is (no
+    stripping and re-adding of the LF, less work than tcpcomm does).
+    """
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                writer.write(await handler(line))
+                await writer.drain()
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    return serve
+
+
 async def serveAsyncio(kind: str, backlog: int) -> None:
     """
     Listen with asyncio on the running loop until SIGTERM or SIGINT.
     """
     loop = asyncio.get_running_loop()
     server: asyncio.Server
-    if kind == "asyncio-streams":
-        server = await asyncio.start_server(echoLines, "127.0.0.1", 0, backlog=backlog)
+    if kind.startswith("asyncio-streams"):
+        from benchmarks.handlers import echoAfterSleep, echoAsync
+
+        serve = {
+            "asyncio-streams": echoLines,
+            "asyncio-streams-async": awaitingEachLine(echoAsync),
+            "asyncio-streams-later": awaitingEachLine(echoAfterSleep),
+        }[kind]
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, backlog=backlog)
     else:
-        server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, backlog=backlog)
+        protocol = LineProtocol if kind == "asyncio-lines" else EchoProtocol
+        server = await loop.create_server(protocol, "127.0.0.1", 0, backlog=backlog)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -227,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     Run the server named on the command line.
     """
+    # The checkout, for its tcpcomm (asyncio-lines) and benchmarks.handlers.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("kind", choices=TWISTED_KINDS + ASYNCIO_KINDS)
     parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG)

@@ -26,7 +26,12 @@ C{bytes.startswith} (a C{memcmp}).  With C{processes} above 1 the
 connections are split across that many worker processes (this module, run
 with L{workerMain}) whose results are added up.
 
-Nothing here imports Twisted.
+With a C{framing} other than C{line} (L{framedPattern}), each message is a
+frame of that framing carrying a C{size}-byte payload, every frame of a run
+the same length; an echo server that re-frames each payload it gets sends
+back the very bytes sent, so the same byte comparison verifies the payloads.
+
+Nothing here imports Twisted (the framers are pure).
 """
 
 from __future__ import annotations
@@ -46,12 +51,25 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import IO, Any, Protocol
 
+from tcpcomm.framers import (
+    DelimiterFramer,
+    Framer,
+    FramingError,
+    LengthFieldFramer,
+    LineAdapter,
+    ModbusFramer,
+    parseFraming,
+)
 from tcpcomm.hostport import splitHostPort
 
 __all__ = [
+    "DEFAULT_SIZE",
     "INTERRUPTED",
+    "MODBUS_READ_SIZE",
+    "MODBUS_TRANSACTIONS",
     "MODES",
     "BenchConfig",
     "BenchError",
@@ -62,9 +80,14 @@ __all__ = [
     "bucketMidpoint",
     "combineResults",
     "defaultPipeline",
+    "defaultSize",
     "firstDifference",
+    "frameBytes",
+    "framedPattern",
+    "isLineFraming",
     "latencyBucket",
     "makePattern",
+    "modbusRequest",
     "parseEndpoint",
     "patternLines",
     "percentile",
@@ -381,6 +404,209 @@ def makePattern(size: int, lines: int) -> bytes:
     return bytes(body)
 
 
+DEFAULT_SIZE = 64
+"""
+C{--size} when not given, except for C{modbus} and C{fixed:N}.
+"""
+
+MODBUS_READ_SIZE = 12
+"""
+The length of a MODBUS TCP read-holding-registers request ADU.
+"""
+
+MODBUS_TRANSACTIONS = 65536
+"""
+How many MODBUS transaction ids there are: the most requests in flight.
+"""
+
+_MODBUS_SIZES = "12 (read holding registers) or an odd size from 15 to 259"
+
+
+def isLineFraming(framing: str) -> bool:
+    """
+    Whether C{framing} is a C{line} specification, which bench sends as it
+    always has: C{size} counts the LF.
+    """
+    return framing.split(":", 1)[0] == "line"
+
+
+def defaultSize(framing: str) -> int:
+    """
+    C{--size} when not given: L{DEFAULT_SIZE}, but a read-holding-registers
+    request for C{modbus} and N for C{fixed:N}.
+
+    @raise BenchError: If C{framing} is not a valid specification.
+    """
+    framer = _framer(framing)
+    if isinstance(framer, ModbusFramer):
+        return MODBUS_READ_SIZE
+    name, _, argument = framing.partition(":")
+    if name == "fixed":
+        return int(argument)
+    return DEFAULT_SIZE
+
+
+def _framer(framing: str) -> Framer:
+    """
+    A new framer of C{framing}.
+
+    @raise BenchError: If C{framing} is not a valid specification.
+    """
+    try:
+        return parseFraming(framing)()
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+
+
+def modbusRequest(transaction: int, size: int, data: bytes) -> bytes:
+    """
+    A well-formed MODBUS TCP request ADU of C{size} bytes for unit 1: read
+    holding registers (C{size} 12) or write multiple registers (an odd
+    C{size} from 15 to 259).
+
+    @param transaction: Its transaction id, 0 to 65535.
+    @param data: At least C{size} bytes: the starting address and register
+        values are taken from it.
+    @raise ValueError: If no request has C{size} bytes.
+    """
+    if size == MODBUS_READ_SIZE:
+        count = 1 + transaction % 125
+        pdu = b"".join((b"\x03", data[:2], count.to_bytes(2, "big")))
+    elif 15 <= size <= 259 and size % 2:
+        count = (size - 13) // 2
+        pdu = b"".join(
+            (
+                b"\x10",
+                data[:2],
+                count.to_bytes(2, "big"),
+                bytes((2 * count,)),
+                data[2 : 2 + 2 * count],
+            )
+        )
+    else:
+        raise ValueError(f"MODBUS requests are {_MODBUS_SIZES} bytes, not {size}")
+    return b"".join(
+        (
+            transaction.to_bytes(2, "big"),
+            b"\x00\x00",
+            (1 + len(pdu)).to_bytes(2, "big"),
+            b"\x01",
+            pdu,
+        )
+    )
+
+
+def _avoiding(delimiter: bytes) -> bytes:
+    """
+    A translation table that replaces each byte of the pattern's alphabet
+    found in C{delimiter} with a printable byte found in neither.
+
+    @raise BenchError: If there are not enough such bytes.
+    """
+    spare = [
+        b
+        for b in range(0x21, 0x100)
+        if b != 0x7F and b not in _ALPHABET and b not in delimiter
+    ]
+    table = bytearray(range(256))
+    for b in set(delimiter) & set(_ALPHABET):
+        if not spare:
+            raise BenchError(
+                f"the delimiter {delimiter.hex()} holds too many bytes"
+                " to make payloads without them"
+            )
+        table[b] = spare.pop(0)
+    return bytes(table)
+
+
+def framedPattern(framing: str, size: int, frames: int) -> bytes:
+    """
+    The block of C{frames} frames of C{framing} (not C{line}) that
+    connections send over and over, each carrying a C{size}-byte payload.
+
+    Payloads are the lines of L{makePattern} without their LF (so next
+    payloads differ), with the bytes of a delimiter replaced.  Where the
+    payload is the whole frame (C{modbus}, and C{length} with a C{strip}
+    below its header) each frame is a well-formed one whose payload has
+    C{size} bytes: MODBUS requests (L{modbusRequest}) with distinct
+    transaction ids, or a length frame with a correct length field.  Every
+    frame has the same length, and a new framer cuts the block back into
+    exactly these payloads: that is checked.
+
+    @raise BenchError: If C{framing} is not a valid specification, or a
+        C{size}-byte payload cannot be framed by it (over its C{max}, not
+        its C{fixed} length, no MODBUS request of that size...).
+    """
+    framer = _framer(framing)
+    payloads = makePattern(size + 1, frames).split(b"\n")[:-1]
+    try:
+        if isinstance(framer, ModbusFramer):
+            block = [
+                modbusRequest(i % MODBUS_TRANSACTIONS, size, payload)
+                for i, payload in enumerate(payloads)
+            ]
+            payloads = block
+        elif isinstance(framer, LengthFieldFramer) and (
+            framer.strip < framer.offset + framer.size
+        ):
+            header = framer.offset + framer.size
+            if size + framer.strip < header:
+                raise FramingError(
+                    f"a payload of {framing} is at least {header - framer.strip}"
+                    " bytes (the frame less the stripped bytes)"
+                )
+            whole = LengthFieldFramer(
+                framer.size,
+                framer.offset,
+                framer.adjust,
+                framer.order,
+                None,
+                framer.maxLength,
+            )
+            body = size + framer.strip - header
+            block = [whole.encode(payload[:body]) for payload in payloads]
+            payloads = [frame[framer.strip :] for frame in block]
+        else:
+            if isinstance(framer, DelimiterFramer):
+                table = _avoiding(framer.delimiter)
+                payloads = [payload.translate(table) for payload in payloads]
+            block = [framer.encode(payload) for payload in payloads]
+        cut = _framer(framing).feed(b"".join(block))
+    except (FramingError, ValueError) as e:
+        raise BenchError(f"--size {size}: {e}") from None
+    if cut != payloads or len({len(frame) for frame in block}) != 1:
+        raise BenchError(
+            f"--size {size}: a {size}-byte payload is not one {framing!r} frame"
+        )
+    return b"".join(block)
+
+
+@lru_cache(maxsize=64)
+def frameBytes(framing: str, size: int) -> int:
+    """
+    The bytes each message takes on the wire: C{size} for C{line}, else the
+    length of a frame of C{framing} carrying a C{size}-byte payload.
+
+    @raise BenchError: If C{framing} is not a valid specification, or
+        cannot carry C{size}-byte payloads (see L{framedPattern}); for
+        C{line}, if C{size} is under 2 or the line over its C{max}.
+    """
+    if isLineFraming(framing):
+        framer = _framer(framing)
+        assert isinstance(framer, LineAdapter)
+        if size < 2:
+            raise BenchError(
+                f"--size {size}: a line is at least 2 bytes, its LF included"
+            )
+        if size - 1 > framer.framer.maxLineLength:
+            raise BenchError(
+                f"--size {size}: the line is longer than max"
+                f" {framer.framer.maxLineLength} bytes"
+            )
+        return size
+    return len(framedPattern(framing, size, 1))
+
+
 def startOffset(index: int, connections: int, lines: int, size: int) -> int:
     """
     Where in the pattern block connection C{index} (from 0, of
@@ -481,27 +707,42 @@ class BenchConfig:
     """
     One benchmark run.
 
-    @ivar pipeline: Lines in flight per connection; C{None} for the mode's
-        default (L{defaultPipeline}).
+    @ivar size: Bytes per line, its LF included; with another C{framing},
+        payload bytes per frame.
+    @ivar pipeline: Lines (frames) in flight per connection; C{None} for the
+        mode's default (L{defaultPipeline}).
+    @ivar framing: What each message is: a framing specification, as
+        L{tcpcomm.framers.parseFraming} takes (C{line} by default).
     """
 
     endpoint: str
     mode: str
     connections: int = 100
-    size: int = 64
+    size: int = DEFAULT_SIZE
     pipeline: int | None = None
     duration: float = 5.0
     warmup: float = 1.0
     processes: int = 1
+    framing: str = "line"
+
+    @property
+    def frameBytes(self) -> int:
+        """
+        Bytes per message on the wire (L{frameBytes}).
+
+        @raise BenchError: If the framing cannot carry C{size}-byte
+            payloads.
+        """
+        return frameBytes(self.framing, self.size)
 
     @property
     def window(self) -> int:
         """
-        Lines in flight per connection.
+        Lines (frames) in flight per connection.
         """
         if self.pipeline is not None:
             return self.pipeline
-        return defaultPipeline(self.mode, self.size)
+        return defaultPipeline(self.mode, self.frameBytes)
 
 
 @dataclass(frozen=True)
@@ -771,7 +1012,8 @@ class _Generator:
         self.target = target
         self.first = first
         self.count = count
-        self.size = config.size
+        # Every message, line or frame, is this many bytes on the wire.
+        self.size = config.frameBytes
         self.pipeline = config.window
         self.window = self.pipeline * self.size
         self.minimumSend = minimumSend(config.mode, self.size, self.pipeline) * (
@@ -779,7 +1021,11 @@ class _Generator:
         )
         lines = patternLines(self.size, self.pipeline)
         self.blockBytes = lines * self.size
-        self.pattern = makePattern(self.size, lines)
+        self.framed = not isLineFraming(config.framing)
+        if self.framed:
+            self.pattern = framedPattern(config.framing, config.size, lines)
+        else:
+            self.pattern = makePattern(self.size, lines)
         self.doubled = self.pattern + self.pattern
         self.lines = lines
         self.connections: list[_Connection] = []
@@ -914,12 +1160,40 @@ class _Generator:
         index = firstDifference(expected, got)
         offset = connection.received + index
         line, column = divmod(offset, self.size)
+        if self.framed:
+            # The frame's bytes before the difference matched what was sent.
+            start = (connection.rpos + index - column) % self.blockBytes
+            sent = self.doubled[start : start + column]
+            detail = self._describeFrame(sent + bytes(got[index:]), line)
+            unit = "frame"
+        else:
+            detail = _quoteErrorLine(got[index - min(index, column) :])
+            unit = "line"
         return BenchError(
             f"{connection.name}: the echo differs from what was sent at offset"
-            f" {offset} (line {line + 1}, byte {column + 1} of {self.size}):"
+            f" {offset} ({unit} {line + 1}, byte {column + 1} of {self.size}):"
             f" expected {bytes(expected[index : index + 1])!r},"
-            f" got {bytes(got[index : index + 1])!r}"
-            + _quoteErrorLine(got[index - min(index, column) :])
+            f" got {bytes(got[index : index + 1])!r}" + detail
+        )
+
+    def _describeFrame(self, received: bytes, number: int) -> str:
+        """
+        What a new framer makes of C{received}, the bytes the server sent
+        from the start of frame C{number} (from 0) on, for the error message.
+        """
+        framing = self.config.framing
+        try:
+            frames = _framer(framing).feed(received)
+        except FramingError as e:
+            return f"; the server sent a bad {framing} frame: {e.reason}"
+        if not frames:
+            return ""
+        got, sent = len(frames[0]), self.config.size
+        if got == sent:
+            return f"; the server's frame {number + 1} carries another payload"
+        return (
+            f"; the server's frame {number + 1} carries a {got}-byte payload,"
+            f" not {sent} bytes"
         )
 
     def _extra(self, connection: _Connection, received: int) -> BenchError:
@@ -1453,6 +1727,8 @@ def runBench(
         attribute the number of processes that failed.
     """
     target = parseEndpoint(config.endpoint)
+    # Refuse a bad framing or size before connecting.
+    frameBytes(config.framing, config.size)
     if config.processes == 1:
         result = _connectAndRun(
             config, target, 0, config.connections, progress, None, stall
@@ -1488,25 +1764,36 @@ def streamWrite(config: BenchConfig) -> int:
     C{stream} mode: the bytes a connection writes at once, once running
     (L{STREAM_WRITE}, or a quarter of the window if less, in whole lines).
     """
-    return minimumSend(config.mode, config.size, config.window) * config.size
+    frame = config.frameBytes
+    return minimumSend(config.mode, frame, config.window) * frame
 
 
 def _summary(config: BenchConfig, result: BenchResult, unit: str) -> str:
     processes = f"{config.processes} process" + ("es" if config.processes > 1 else "")
     p50, p90, p99 = (_formatLatency(v, unit) for v in result.latency)
+    frame = config.frameBytes
+    if isLineFraming(config.framing):
+        messages = f"{config.size}-byte lines"
+    elif frame == config.size:
+        # The payload is the whole frame (modbus, length with strip=0).
+        messages = f"{frame}-byte {config.framing} frames"
+    else:
+        messages = (
+            f"{frame}-byte {config.framing} frames of {config.size}-byte payloads"
+        )
     if config.mode == "stream":
         # A stream of lines, written in large chunks: what it measures is
         # bytes per second; lines per second would only restate it.
         load = (
-            f"{_formatBytes(streamWrite(config))} writes of {config.size}-byte"
-            f" lines, {_formatBytes(config.window * config.size)} in flight each"
+            f"{_formatBytes(streamWrite(config))} writes of {messages},"
+            f" {_formatBytes(config.window * frame)} in flight each"
         )
         counts = (
             f"  traffic    {result.bytesPerSecond / 1e6:,.1f} MB/s each way"
-            f" ({result.messages * config.size / 1e6:,.1f} MB echoed)\n"
+            f" ({result.messages * frame / 1e6:,.1f} MB echoed)\n"
         )
     else:
-        load = f"{config.size}-byte lines, {config.window} in flight each"
+        load = f"{messages}, {config.window} in flight each"
         counts = (
             f"  messages   {result.messagesPerSecond:,.0f}/s"
             f" ({result.messages:,} in all)\n"
@@ -1531,14 +1818,25 @@ def _jsonReport(
         result = BenchResult(0, 0.0, 0.0, 0.0, (0.0, 0.0, 0.0), 0.0)
     p50, p90, p99 = result.latency
     stream = config.mode == "stream"
+    frame: int | None
+    window: int | None
+    try:
+        frame, window = config.frameBytes, config.window
+        inFlight: int | None = window * frame
+        write = streamWrite(config) if stream else None
+    except BenchError:
+        # The framing cannot carry the size: nothing was sent.
+        frame, window, inFlight, write = None, config.pipeline, None, None
     return {
         "mode": config.mode,
         "endpoint": config.endpoint,
         "connections": config.connections,
+        "framing": config.framing,
         "size": config.size,
-        "pipeline": config.window,
-        "in_flight_bytes": config.window * config.size,
-        "write_bytes": streamWrite(config) if stream else None,
+        "frame_bytes": frame,
+        "pipeline": window,
+        "in_flight_bytes": inFlight,
+        "write_bytes": write,
         "metric": "bytes_per_s" if stream else "messages_per_s",
         "duration": round(result.seconds, 6),
         "processes": config.processes,
@@ -1561,15 +1859,28 @@ class _ProgressLine:
     The live progress line on a terminal's standard error.
     """
 
-    def __init__(self, stream: IO[str], duration: float, lines: bool = True) -> None:
+    def __init__(
+        self,
+        stream: IO[str],
+        duration: float,
+        lines: bool = True,
+        unit: str = "lines",
+    ) -> None:
+        """
+        @param lines: Whether to show the rate of messages.
+        @param unit: What the messages are called: C{lines} or C{frames}.
+        """
         self.stream = stream
         self.duration = duration
         self.lines = lines
+        self.unit = unit
         self.shown = False
 
     def __call__(self, progress: Progress) -> None:
         length = f"/{self.duration:g}" if progress.phase == "measuring" else ""
-        rate = f" {progress.messagesPerSecond:,.0f} lines/s," if self.lines else ""
+        rate = (
+            f" {progress.messagesPerSecond:,.0f} {self.unit}/s," if self.lines else ""
+        )
         self.stream.write(
             f"\r\x1b[K{progress.phase} {progress.elapsed:.1f}{length} s:{rate}"
             f" {progress.bytesPerSecond / 1e6:,.1f} MB/s each way"
@@ -1602,7 +1913,12 @@ def runCommand(
     err = sys.stderr if stderr is None else stderr
     line: _ProgressLine | None = None
     if not quiet and err.isatty():
-        line = _ProgressLine(err, config.duration, config.mode != "stream")
+        line = _ProgressLine(
+            err,
+            config.duration,
+            config.mode != "stream",
+            "lines" if isLineFraming(config.framing) else "frames",
+        )
     result: BenchResult | None = None
     problem: str | None = None
     errors = 0

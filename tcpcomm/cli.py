@@ -81,6 +81,13 @@ modes:
             and reads the echo, with at most 256 KiB in flight (--pipeline
             lines, if given); it reports MB/s, not lines per second
 
+With --framing SPEC each message is a frame of that framing carrying a
+--size-byte payload (for modbus, --size is the request ADU's: 12 for read
+holding registers, an odd 15 to 259 for write multiple registers, each with
+its own transaction id; for length with a small strip, the frame less the
+stripped bytes): the server must echo each frame's payload in a frame of
+the same framing, and every echoed frame is checked.
+
 It reports lines (messages) per second, MB/s each way, line latency p50,
 p90 and p99 (from the send that finished a line to the end of its echo),
 and the load generator's own CPU use (user+sys over the measured time,
@@ -218,10 +225,20 @@ def buildParser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--size",
-        type=_intAtLeast(2, bench.MAX_SIZE),
-        default=64,
+        type=_intAtLeast(1, bench.MAX_SIZE),
+        default=None,
         metavar="S",
-        help="bytes per line, LF included (default %(default)s)",
+        help=f"bytes per line, LF included (default {bench.DEFAULT_SIZE}); with"
+        " --framing, payload bytes per frame (default: modbus 12, fixed:N N,"
+        f" others {bench.DEFAULT_SIZE})",
+    )
+    load.add_argument(
+        "--framing",
+        metavar="SPEC",
+        default="line",
+        help="send each message as a frame of this framing (line, delimiter:HEX,"
+        " stx-etx, length:SIZE[:...], netstring, fixed:N, modbus; as twistd"
+        " tcpcomm --framing) and verify each echoed frame (default %(default)s)",
     )
     load.add_argument(
         "--pipeline",
@@ -273,19 +290,38 @@ def benchConfig(args: argparse.Namespace) -> bench.BenchConfig:
             f"argument --processes: {args.processes} processes for"
             f" {args.connections} connections; give each one at least one"
         )
-    config = bench.BenchConfig(
-        endpoint=args.endpoint,
-        mode=args.mode,
-        connections=args.connections,
-        size=args.size,
-        pipeline=args.pipeline,
-        duration=args.duration,
-        warmup=args.warmup,
-        processes=args.processes,
-    )
-    if config.window * config.size > bench.MAX_WINDOW:
+    size = args.size
+    try:
+        if size is None:
+            size = bench.defaultSize(args.framing)
+        elif size < 2 and bench.isLineFraming(args.framing):
+            args.commandParser.error(
+                f"argument --size: expected a whole number from 2 to"
+                f" {bench.MAX_SIZE}, not '{size}'"
+            )
+        config = bench.BenchConfig(
+            endpoint=args.endpoint,
+            mode=args.mode,
+            connections=args.connections,
+            size=size,
+            pipeline=args.pipeline,
+            duration=args.duration,
+            warmup=args.warmup,
+            processes=args.processes,
+            framing=args.framing,
+        )
+        frame = config.frameBytes
+    except bench.BenchError as e:
+        args.commandParser.error(str(e))
+    if args.framing == "modbus" and config.window > bench.MODBUS_TRANSACTIONS:
         args.commandParser.error(
-            f"argument --pipeline: {config.window} lines of {config.size} bytes"
+            f"argument --pipeline: at most {bench.MODBUS_TRANSACTIONS} MODBUS"
+            " requests in flight, each with its own transaction id"
+        )
+    if config.window * frame > bench.MAX_WINDOW:
+        what = "lines" if bench.isLineFraming(config.framing) else "frames"
+        args.commandParser.error(
+            f"argument --pipeline: {config.window} {what} of {frame} bytes"
             f" in flight is more than {bench.MAX_WINDOW // bench.MiB} MiB"
         )
     return config

@@ -52,7 +52,7 @@ from tcpcomm.framers.modbus import (
     ModbusFramer,
     exceptionResponse,
 )
-from tcpcomm.framers.spec import parseFraming
+from tcpcomm.framers.spec import framerFactory
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
 from tcpcomm.replyqueue import ReplyQueue, Slot
 
@@ -360,19 +360,26 @@ class LineProtocol(ConnectionProtocol):
         factory = self.factory
         stats = factory.stats
         stats.bytesIn += size
-        if self._flags or factory.makeFramer is not None:
+        if self._flags:
             # In some state (handling, held, closing, seen idle by a sweep,
-            # ...), or not lines: the general way.  A line connection at
-            # work has no flag set.
+            # ...): the general way.  A connection at work has no flag set.
             self._readInState(data)
             return
         framer = self._framer or self._startFraming()
-        lines = framer.feed(data)
+        encode = factory.encode
+        if encode is None:
+            lines = framer.feed(data)
+        else:
+            try:
+                lines = framer.feed(data)
+            except FramingError as error:
+                self._framingFailed(error)
+                return
         count = len(lines)
         if not count:
             pass
         elif self._extra is None and count <= factory.maxPending and self._plainLines:
-            # No reply waiting and room for every line: the usual read.
+            # No reply waiting and room for every message: the usual read.
             # _handleLines, cut down to it (no flag was set, so none to keep).
             self._flags = HANDLING
             if count == 1:
@@ -384,7 +391,7 @@ class LineProtocol(ConnectionProtocol):
                     reply = self._handlerRaised()
                 if type(reply) is CoroutineType:
                     reply = self._startCoroutine(reply)
-                if type(reply) is bytes:
+                if type(reply) is bytes and encode is None:
                     reply += factory.delimiter
                     size = len(reply)
                     self.bytesOut += size
@@ -406,7 +413,7 @@ class LineProtocol(ConnectionProtocol):
                 self._flags = 0
         else:
             self._handleLines(lines)
-        if framer.overflowed and not self._flags & WANT_CLOSE:
+        if encode is None and framer.overflowed and not self._flags & WANT_CLOSE:
             self._lineTooLong()
 
     def _readInState(self, data: bytes) -> None:
@@ -493,7 +500,11 @@ class LineProtocol(ConnectionProtocol):
         """
         count = self.linesHandled
         noun = "line" if self.factory.makeFramer is None else "message"
-        return f"{super().summary()}, {count} {noun}{'' if count == 1 else 's'}"
+        text = f"{super().summary()}, {count} {noun}{'' if count == 1 else 's'}"
+        discarded = getattr(self._framer, "discarded", 0)
+        if discarded:
+            text += f", {discarded} byte{'' if discarded == 1 else 's'} between frames"
+        return text
 
     def _handleLines(self, lines: list[bytes]) -> None:
         """
@@ -605,27 +616,55 @@ class LineProtocol(ConnectionProtocol):
         """
         queue = self._queue()
         if queue is None or not queue.waiting:
-            factory = self.factory
-            encode = factory.encode
-            if encode is None:
-                results.append(b"")
-                try:
-                    data = factory.delimiter.join(results)  # type: ignore[arg-type]
-                except TypeError:
-                    results.pop()
-                else:
-                    self.send(data)
-                    return
-            else:
-                try:
-                    data = b"".join(map(encode, results))  # type: ignore[arg-type]
-                except Exception:
-                    # One that is no bytes, or cannot be framed: one by one.
-                    pass
-                else:
-                    self.send(data)
-                    return
+            data = self._joinReplies(results)
+            if data is None and self._runCoroutines(results):
+                # Coroutines that returned without awaiting: join again.
+                data = self._joinReplies(results)
+            if data is not None:
+                self.send(data)
+                return
         self._replyInOrder(results, requests)
+
+    def _joinReplies(self, results: list[object]) -> bytes | None:
+        """
+        Frame and join C{results}, all in C, if every one is bytes that the
+        framing takes.
+
+        @return: The bytes to send, or C{None} if one result is not
+            (C{None}, a Deferred, a coroutine, a reply too long...).
+        """
+        factory = self.factory
+        if factory.modbus:
+            # Each reply is checked against its request: one by one.
+            return None
+        encode = factory.encode
+        if encode is None:
+            results.append(b"")
+            try:
+                return factory.delimiter.join(results)  # type: ignore[arg-type]
+            except TypeError:
+                return None
+            finally:
+                results.pop()
+        try:
+            return factory.encodeAll(results)  # type: ignore[arg-type, misc]
+        except Exception:
+            # One that is no bytes, or cannot be framed: one by one.
+            return None
+
+    def _runCoroutines(self, results: list[object]) -> bool:
+        """
+        Run each coroutine among C{results} to its first wait, in order,
+        putting what it gave (see L{_startCoroutine}) in its place.
+
+        @return: Whether there was any coroutine.
+        """
+        found = False
+        for index, result in enumerate(results):
+            if type(result) is CoroutineType:
+                results[index] = self._startCoroutine(result)
+                found = True
+        return found
 
     def _afterHandling(self) -> None:
         """
@@ -737,7 +776,12 @@ class LineProtocol(ConnectionProtocol):
         if encode is None:
             return payload + factory.delimiter
         try:
-            return encode(payload)
+            wire = encode(payload)
+            if factory.modbus and wire[:2] != request[:2]:
+                raise FramingError(
+                    f"transaction id {wire[:2].hex()} is not the request's"
+                    f" {request[:2].hex()}"
+                )
         except FramingError as error:
             self._log.error(
                 "Handler's reply to {peer} cannot be framed as {framing}: {reason}",
@@ -746,6 +790,7 @@ class LineProtocol(ConnectionProtocol):
                 reason=error.reason,
             )
             return self._failureReply(request, False)
+        return wire
 
     def _failureReply(self, request: bytes, timedOut: bool) -> bytes:
         """
@@ -823,7 +868,10 @@ class LineProtocol(ConnectionProtocol):
 
         @return: This connection's L{ReplyQueue}.
         """
-        queue = self._getQueue()
+        extra = self._extra
+        queue = None if extra is None else extra.queue
+        if queue is None:
+            queue = self._getQueue()
         slot = queue.wait(request)
         factory = self.factory
         factory.paced = True
@@ -874,19 +922,23 @@ class LineProtocol(ConnectionProtocol):
         timer = slot.timer
         if timer is not None and timer.active():
             timer.cancel()
-        queue = self._getQueue()
-        try:
-            wire = self._wire(result, slot.request)
-        except _CannotAnswer:
-            self._cannotAnswer(slot)
-            return
+        extra = self._getExtra()
+        queue = extra.queue
+        assert queue is not None
+        factory = self.factory
+        if type(result) is bytes and factory.encode is None:
+            wire: bytes | None = result + factory.delimiter
+        else:
+            try:
+                wire = self._wire(result, slot.request)
+            except _CannotAnswer:
+                self._cannotAnswer(slot)
+                return
         queue.settle(slot, wire)
         if not queue.running:
             self._flushPending()
-        elif queue.headReady:
-            extra = self._getExtra()
-            if extra.flush is None:
-                extra.flush = self.factory.clock.callLater(0, self._flushPending)
+        elif extra.flush is None and queue.headReady:
+            extra.flush = factory.clock.callLater(0, self._flushPending)
 
     def _flushPending(self) -> None:
         """
@@ -915,6 +967,15 @@ class LineProtocol(ConnectionProtocol):
         else:
             self._holdWhileFull()
         self._finishAfterPending()
+        if (
+            extra.queue is queue
+            and queue.idle()
+            and queue.lastWords is None
+            and not self._flags & HANDLING
+        ):
+            # Nothing waits: the queue goes, as it came, so that a connection
+            # at rest holds none.
+            extra.queue = None
 
     def _lineTooLong(self) -> None:
         limit = self.factory.maxLineLength
@@ -1052,6 +1113,7 @@ class LineFactory(ConnectionFactory):
     @ivar makeFramer: Makes each connection's framer; C{None} for lines,
         which are cut by L{LineFramer} and framed with C{delimiter}.
     @ivar encode: Frames one reply; C{None} for lines.
+    @ivar encodeAll: Frames several replies as one block; C{None} for lines.
     @ivar modbus: Whether the framing is MODBUS TCP, whose failures have
         their own replies.
     @ivar delimiter: Appended to every reply (lines only): C{b"\\n"} or
@@ -1115,13 +1177,12 @@ class LineFactory(ConnectionFactory):
         self.framing = "line"
         self.makeFramer: Callable[[], Framer] | None = None
         self.encode: Callable[[bytes], bytes] | None = None
+        self.encodeAll: Callable[[list[bytes]], bytes] | None = None
         self.modbus = False
         if framing is not None:
+            makeFramer = framerFactory(framing)
             if isinstance(framing, str):
                 self.framing = framing
-                makeFramer = parseFraming(framing)
-            else:
-                makeFramer = framing
             prototype = makeFramer()
             if isinstance(prototype, LineAdapter):
                 # Lines: the fast path, with the framing's max if it has one.
@@ -1132,5 +1193,6 @@ class LineFactory(ConnectionFactory):
                     self.framing = type(prototype).__name__
                 self.makeFramer = makeFramer
                 self.encode = prototype.encode
+                self.encodeAll = prototype.encodeAll
                 self.modbus = isinstance(prototype, ModbusFramer)
         self.maxLineLength = maxLineLength

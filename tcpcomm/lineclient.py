@@ -4,7 +4,9 @@ Line clients: send lines, get reply lines, many requests in flight at once.
 
 L{LineClient} is a Protocol for one connection; L{ReconnectingLineClient}
 keeps one connection up, reconnecting with backoff, for devices and services
-that must stay connected.
+that must stay connected.  Both speak lines by default, and any framing of
+L{tcpcomm.framers} when given one (C{framing="length:4"}, C{"modbus"}...):
+requests and replies are then frames' payloads.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tcpcomm.client import (
     halfClose,
 )
 from tcpcomm.endpoints import formatAddress
+from tcpcomm.framers import Framer, FramingError, LineAdapter, framerFactory
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
 
 __all__ = ["LineClient", "ReconnectingLineClient"]
@@ -51,6 +54,13 @@ class LineClient(Protocol):
     arrived.  If the connection ends first, waiting requests fail with
     L{ConnectionFailed}.
 
+    With a C{framing}, every "line" is a frame's payload: L{request} and
+    L{sendFrame} send C{framer.encode(payload)}, and replies, and the frames
+    L{lineReceived} gets, are the payloads the framer cuts.  A reply stream
+    the framer cannot cut (a bad header, a frame over its C{max}, a close
+    inside a frame) fails every waiting request with L{ConnectionFailed}
+    saying why, and closes.
+
     @ivar peer: The server's address, as text, once connected.
     """
 
@@ -64,16 +74,34 @@ class LineClient(Protocol):
         delimiter: bytes = b"\n",
         maxLineLength: int = DEFAULT_MAX_LINE_LENGTH,
         onLine: Callable[[bytes], object] | None = None,
+        framing: str | Callable[[], Framer] | None = None,
     ) -> None:
         """
         @param delimiter: What each line sent ends with: C{b"\\n"} or
-            C{b"\\r\\n"}.  Lines received may end with either.
-        @param maxLineLength: The longest line accepted from the server.
-        @param onLine: Called with each line nobody asked for, unless a
-            subclass overrides L{lineReceived}.
+            C{b"\\r\\n"}.  Lines received may end with either.  Not used
+            with a C{framing}.
+        @param maxLineLength: The longest line accepted from the server.  Not
+            used with a C{framing} (whose C{max} applies).
+        @param onLine: Called with each line (or frame's payload) nobody
+            asked for, unless a subclass overrides L{lineReceived}.
+        @param framing: Frames instead of lines: a specification such as
+            C{"length:4"} or C{"modbus"} (see L{parseFraming}), or a
+            callable that makes a L{Framer}.  By default, lines; C{line}
+            framing (C{"line:max=N"}) is lines too, with its C{max}.
+        @raise ValueError: If C{framing} is not a valid specification.
         """
         self.delimiter = delimiter
+        # The framer of a framing; None for lines, which take the fast path.
+        self._frames: Framer | None = None
+        if framing is not None:
+            framer = framerFactory(framing)()
+            if not isinstance(framer, LineAdapter):
+                self._frames = framer
+            elif framer.framer.maxLineLength != DEFAULT_MAX_LINE_LENGTH:
+                # Lines, with the framing's max.
+                maxLineLength = framer.framer.maxLineLength
         self._framer = LineFramer(maxLineLength)
+        self._truncated: str | None = None
         self._onLine = onLine
         self._waiting: deque[Deferred[bytes]] = deque()
         self._finishing = False
@@ -92,40 +120,65 @@ class LineClient(Protocol):
         return self._lost is not None
 
     @property
+    def problem(self) -> str | None:
+        """
+        Why the connection is gone, in one line; C{None} while it is not.
+        """
+        lost = self._lost
+        return None if lost is None else lost.getErrorMessage()
+
+    @property
     def pending(self) -> int:
         """
         How many requests wait for their reply.
         """
         return len(self._waiting)
 
-    def sendLine(self, line: bytes | str) -> None:
+    def sendFrame(self, payload: bytes | str) -> None:
         """
-        Send one line, expecting no reply.
+        Send one line, or one frame of the C{framing}, expecting no reply.
+        C{str} is sent as UTF-8.
 
         @raise ConnectionFailed: If the client has finished or the
             connection is gone.
+        @raise FramingError: If the framing cannot frame C{payload} (over
+            its C{max}, holding its delimiter, not a whole MODBUS ADU...);
+            nothing is sent.
         """
-        if isinstance(line, str):
-            line = line.encode("utf-8")
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
         if self._lost is not None or self._finishing:
             state = "lost" if self._lost is not None else "finished sending"
             raise ConnectionFailed(f"connection to {self.peer} {state}")
-        self.transport.write(line + self.delimiter)
+        if self._frames is None:
+            self.transport.write(payload + self.delimiter)
+        else:
+            self.transport.write(self._frames.encode(payload))
+
+    def sendLine(self, line: bytes | str) -> None:
+        """
+        Another name for L{sendFrame}: send one line (or frame), expecting
+        no reply.
+        """
+        self.sendFrame(line)
 
     def request(self, line: bytes | str) -> Deferred[bytes]:
         """
-        Send one line and get the server's reply line (without delimiter).
+        Send one line (or frame) and get the server's reply line (without
+        delimiter), or the reply frame's payload.
 
         Cancelling the Deferred cannot take the line back from the server:
         it fails with C{CancelledError} at once, and its reply, when it
         comes, is dropped, so later replies still match their requests.
 
         @return: A Deferred that fires with the reply, or fails with
-            L{ConnectionFailed} if the connection ends first.
+            L{ConnectionFailed} if the connection ends first, or with
+            L{FramingError} (nothing sent) if the framing cannot frame
+            C{line}.
         """
         try:
             self.sendLine(line)
-        except ConnectionFailed as e:
+        except (ConnectionFailed, FramingError) as e:
             return fail(e)
         d: Deferred[bytes] = Deferred()
         self._waiting.append(d)
@@ -164,6 +217,9 @@ class LineClient(Protocol):
         return d
 
     def dataReceived(self, data: bytes) -> None:
+        if self._frames is not None:
+            self._framesReceived(data)
+            return
         framer = self._framer
         for line in framer.feed(data):
             self._dispatch(line)
@@ -180,6 +236,32 @@ class LineClient(Protocol):
             )
             self.transport.abortConnection()
 
+    def _framesReceived(self, data: bytes) -> None:
+        """
+        Hand on the payloads of the frames C{data} completes; at a bad
+        frame, hand on those before it, then abort.
+        """
+        if self._lost is not None:
+            return
+        assert self._frames is not None
+        try:
+            payloads = self._frames.feed(data)
+        except FramingError as e:
+            for payload in e.frames:
+                self._dispatch(payload)
+            self._log.warn(
+                "Bad frame from {peer}: {reason}; closing",
+                peer=self.peer,
+                reason=e.reason,
+            )
+            self._lost = Failure(
+                ConnectionFailed(f"bad frame from {self.peer}: {e.reason}")
+            )
+            self.transport.abortConnection()
+            return
+        for payload in payloads:
+            self._dispatch(payload)
+
     def _dispatch(self, line: bytes) -> None:
         if self._waiting:
             self._waiting.popleft().callback(line)
@@ -188,12 +270,19 @@ class LineClient(Protocol):
 
     def readConnectionLost(self) -> None:
         """
-        The server has finished sending: take a last line without delimiter,
-        then close.
+        The server has finished sending: take a last line without delimiter
+        (or, for a framing, note a frame left incomplete), then close.
         """
-        last = self._framer.finish()
-        if last is not None:
-            self._dispatch(last)
+        if self._frames is None:
+            last = self._framer.finish()
+            if last is not None:
+                self._dispatch(last)
+        elif self._lost is None:
+            try:
+                for payload in self._frames.end():
+                    self._dispatch(payload)
+            except FramingError as e:
+                self._truncated = e.reason
         self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
@@ -212,12 +301,18 @@ class LineClient(Protocol):
                 f"connection to {self.peer} closed before {len(waiting)}"
                 f" repl{'y' if len(waiting) == 1 else 'ies'} arrived"
             )
+            if self._truncated is not None:
+                problem = ConnectionFailed(
+                    f"connection to {self.peer} closed inside a frame"
+                    f" ({self._truncated})"
+                )
         else:
             problem = describeFailure(self._lost, self.peer, None, True)
+        # Settled before the requests fail: their errbacks may call finish.
+        if not (clean and not waiting and self._truncated is None):
+            self._closedOutcome = Failure(problem)
         for d in waiting:
             d.errback(Failure(problem))
-        if not (clean and not waiting):
-            self._closedOutcome = Failure(problem)
         closedWaiters, self._closedWaiters = self._closedWaiters, []
         for closed in closedWaiters:
             if self._closedOutcome is None:
@@ -246,6 +341,7 @@ class ReconnectingLineClient(ClientService):
         onLine: Callable[[bytes], object] | None = None,
         retryPolicy: Callable[[int], float] | None = None,
         clock: Any = None,
+        framing: str | Callable[[], Framer] | None = None,
     ) -> None:
         """
         @param endpoint: Where to connect.
@@ -257,11 +353,17 @@ class ReconnectingLineClient(ClientService):
             L{twisted.application.internet.backoffPolicy}.
         @param clock: The clock to schedule retries with (the reactor by
             default).
+        @param framing: See L{LineClient}: every connection speaks it.
+        @raise ValueError: If C{framing} is not a valid specification.
         """
+        framers = None if framing is None else framerFactory(framing)
 
         def build() -> LineClient:
             return LineClient(
-                delimiter=delimiter, maxLineLength=maxLineLength, onLine=onLine
+                delimiter=delimiter,
+                maxLineLength=maxLineLength,
+                onLine=onLine,
+                framing=framers,
             )
 
         if clock is None:

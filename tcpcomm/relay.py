@@ -203,7 +203,7 @@ class _UpstreamClient(LineClient):
             delimiter=relay.delimiter,
             maxLineLength=relay.maxLineLength + extra,
             onLine=relay._fromUpstream,
-            **({} if relay.makeFramer is None else {"framing": relay.makeFramer}),
+            framing=relay.makeFramer,
         )
         self._relay = relay
         self._producing = False
@@ -230,10 +230,9 @@ class _UpstreamClient(LineClient):
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
         if self.lost:
-            # A line over the limit: LineClient aborted the connection.
-            self._relay._upstreamDown(
-                self, f"a line from {self._relay._where} was too long"
-            )
+            # A line over the limit, or a bad frame: LineClient aborted the
+            # connection.
+            self._relay._upstreamDown(self, str(self.problem))
 
     def readConnectionLost(self) -> None:
         """

@@ -25,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import gatherResults
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IAddress, IProtocolFactory, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import Int32StringReceiver, NetstringReceiver
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tcpcomm import bench
@@ -42,9 +44,13 @@ from tcpcomm.bench import (
     bucketMidpoint,
     combineResults,
     defaultPipeline,
+    defaultSize,
     firstDifference,
+    frameBytes,
+    framedPattern,
     latencyBucket,
     makePattern,
+    modbusRequest,
     parseEndpoint,
     patternLines,
     percentile,
@@ -54,6 +60,7 @@ from tcpcomm.bench import (
     startOffset,
 )
 from tcpcomm.echo import EchoFactory
+from tcpcomm.framers import Framer, FramingError, parseFraming
 from tcpcomm.line import LineFactory
 from tcpcomm.testing import startServer
 from tests.test_cli import (
@@ -70,7 +77,9 @@ JSON_KEYS = {
     "mode",
     "endpoint",
     "connections",
+    "framing",
     "size",
+    "frame_bytes",
     "pipeline",
     "in_flight_bytes",
     "write_bytes",
@@ -307,12 +316,90 @@ class Corrupter(Protocol):
         self.transport.write(data)
 
 
-def quick(endpoint: str, mode: str, **options: int | float) -> BenchConfig:
+class Int32Echo(Int32StringReceiver):
+    """
+    Twisted's own length-prefixed strings (C{length:4}), echoed.
+    """
+
+    def stringReceived(self, string: bytes) -> None:
+        self.sendString(string)
+
+
+class NetstringEcho(NetstringReceiver):
+    """
+    Twisted's own netstrings, echoed.
+    """
+
+    def stringReceived(self, string: bytes) -> None:
+        self.sendString(string)
+
+
+class FramedEcho(Protocol):
+    """
+    Echo each frame's payload in a frame of the same framing, cut and made
+    by tcpcomm's pure framers; close at a bad frame.
+
+    @ivar reply: What to send for each payload: by default the framer's
+        C{encode}.
+    """
+
+    transport: ITCPTransport
+
+    def __init__(
+        self, framing: str, reply: Callable[[Framer, bytes], bytes] | None = None
+    ) -> None:
+        self.framer = parseFraming(framing)()
+        self.reply = reply or (lambda framer, payload: framer.encode(payload))
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            payloads = self.framer.feed(data)
+        except FramingError:
+            self.transport.loseConnection()
+            return
+        self.transport.write(b"".join(self.reply(self.framer, p) for p in payloads))
+
+
+class FramedEchoFactory(Factory):
+    """
+    A factory of L{FramedEcho} for C{framing}.
+    """
+
+    def __init__(
+        self, framing: str, reply: Callable[[Framer, bytes], bytes] | None = None
+    ) -> None:
+        self.framing = framing
+        self.reply = reply
+
+    def buildProtocol(self, addr: IAddress | None) -> FramedEcho:
+        protocol = FramedEcho(self.framing, self.reply)
+        protocol.factory = self
+        return protocol
+
+
+FRAMINGS = [
+    "length:4",
+    "length:2:order=little",
+    "length:2:offset=1:adjust=-1:strip=1",
+    "length:2:strip=0",
+    "netstring",
+    "stx-etx",
+    "delimiter:0d0a",
+    "delimiter:41",
+    "fixed:16",
+    "modbus",
+]
+"""
+Specifications of every framing, several ways for C{length}.
+"""
+
+
+def quick(endpoint: str, mode: str, **options: int | float | str) -> BenchConfig:
     """
     A short run's configuration: 2 connections, 50 ms of warm-up, 200 ms
     measured, unless C{options} say otherwise.
     """
-    settings: dict[str, int | float] = {
+    settings: dict[str, int | float | str] = {
         "connections": 2,
         "warmup": 0.05,
         "duration": 0.2,
@@ -420,6 +507,123 @@ class PatternTests(SynchronousTestCase):
         """
         self.assertEqual(splitConnections(10, 3), [(0, 4), (4, 3), (7, 3)])
         self.assertEqual(splitConnections(2, 2), [(0, 1), (1, 1)])
+
+
+class FramedPatternTests(SynchronousTestCase):
+    """
+    What connections send with C{--framing}: L{framedPattern},
+    L{frameBytes}, L{modbusRequest}, L{defaultSize}.
+    """
+
+    def test_framesCutBackIntoPayloads(self) -> None:
+        """
+        For every framing, a new framer cuts the block into as many distinct
+        payloads of C{size} bytes as frames were asked for, every frame
+        L{frameBytes} long.
+        """
+        for framing in FRAMINGS:
+            size = defaultSize(framing)
+            block = framedPattern(framing, size, 500)
+            payloads = parseFraming(framing)().feed(block)
+            self.assertEqual(len(payloads), 500, framing)
+            self.assertEqual(len(set(payloads)), 500, framing)
+            self.assertEqual({len(p) for p in payloads}, {size}, framing)
+            self.assertEqual(len(block), 500 * frameBytes(framing, size), framing)
+
+    def test_frameLengths(self) -> None:
+        """
+        A frame is its payload and its framing's overhead; C{line} keeps its
+        LF-included size.
+        """
+        self.assertEqual(frameBytes("line", 64), 64)
+        self.assertEqual(frameBytes("length:4", 64), 68)
+        self.assertEqual(frameBytes("netstring", 64), 68)
+        self.assertEqual(frameBytes("stx-etx", 64), 66)
+        self.assertEqual(frameBytes("length:2:strip=0", 64), 64)
+        self.assertEqual(frameBytes("modbus", 12), 12)
+
+    def test_twistedReceiversAgree(self) -> None:
+        """
+        Twisted's own C{Int32StringReceiver} and C{NetstringReceiver} cut
+        C{length:4} and C{netstring} blocks into the payloads sent.
+        """
+        for framing, receiver in (
+            ("length:4", Int32StringReceiver()),
+            ("netstring", NetstringReceiver()),
+        ):
+            received: list[bytes] = []
+            receiver.stringReceived = received.append  # type: ignore[method-assign]
+            receiver.makeConnection(StringTransport())
+            block = framedPattern(framing, 10, 30)
+            receiver.dataReceived(block)
+            self.assertEqual(received, parseFraming(framing)().feed(block), framing)
+            self.assertEqual(len(received), 30, framing)
+
+    def test_modbusRequests(self) -> None:
+        """
+        C{modbus} sends well-formed requests with distinct transaction ids:
+        read holding registers (12 bytes), or write multiple registers with
+        a matching register count, byte count and length field.
+        """
+        block = framedPattern("modbus", 12, 300)
+        adus = [block[i : i + 12] for i in range(0, len(block), 12)]
+        self.assertEqual(
+            [a[:2] for a in adus], [i.to_bytes(2, "big") for i in range(300)]
+        )
+        for adu in adus:
+            self.assertEqual(adu[2:8], b"\x00\x00\x00\x06\x01\x03")
+            self.assertTrue(1 <= int.from_bytes(adu[10:12], "big") <= 125)
+        write = modbusRequest(7, 17, bytes(range(17)))
+        self.assertEqual(
+            write,
+            b"\x00\x07\x00\x00\x00\x0b\x01\x10\x00\x01\x00\x02\x04"
+            + bytes(range(2, 6)),
+        )
+        self.assertEqual(parseFraming("modbus")().feed(write), [write])
+
+    def test_delimiterBytesAvoided(self) -> None:
+        """
+        Payloads hold no byte of the delimiter, even one of the pattern's
+        own letters.
+        """
+        for delimiter in (b"A", b"0Z", b"\r\n"):
+            framing = f"delimiter:{delimiter.hex()}"
+            for payload in parseFraming(framing)().feed(
+                framedPattern(framing, 64, 200)
+            ):
+                for byte in delimiter:
+                    self.assertNotIn(byte, payload, framing)
+
+    def test_defaultSize(self) -> None:
+        """
+        Without C{--size}: 64 bytes, a read-holding-registers request for
+        C{modbus}, N bytes for C{fixed:N}.
+        """
+        self.assertEqual(defaultSize("line"), 64)
+        self.assertEqual(defaultSize("length:2"), 64)
+        self.assertEqual(defaultSize("modbus"), 12)
+        self.assertEqual(defaultSize("fixed:5"), 5)
+
+    def test_unframablePayloadsRefused(self) -> None:
+        """
+        A specification or a size the framing cannot carry is a
+        L{BenchError} of one line that says what is wrong.
+        """
+        cases = [
+            ("nonsense", 64, "unknown framing 'nonsense'"),
+            ("fixed:8", 64, "not one 'fixed:8' frame"),
+            ("modbus", 64, "MODBUS requests are 12"),
+            ("modbus", 14, "not 14"),
+            ("netstring:max=10", 64, "longer than max 10"),
+            ("length:1", 300, "1-byte length field"),
+            ("length:4:strip=0", 3, "at least 4 bytes"),
+            ("line:max=10", 20, "longer than max 10"),
+            ("line", 1, "at least 2 bytes"),
+        ]
+        for framing, size, fragment in cases:
+            error = self.assertRaises(BenchError, frameBytes, framing, size)
+            self.assertIn(fragment, str(error), framing)
+            self.assertNotIn("\n", str(error))
 
 
 class HistogramTests(SynchronousTestCase):
@@ -699,6 +903,53 @@ class GeneratorTests(SynchronousTestCase):
         self.assertIn("connection #1: ", str(error))
         self.assertIn("not echoed", str(error))
 
+    def test_framedModesVerify(self) -> None:
+        """
+        With a framing, each mode counts frames, and traffic in frame bytes
+        (payload and header).
+        """
+        for mode in ("pingpong", "stream"):
+            server = ThreadedEchoServer(self)
+            result = runBench(quick(server.endpoint, mode, framing="length:4"))
+            self.assertGreater(result.messages, 0, mode)
+            self.assertApproximately(
+                result.bytesPerSecond, result.messagesPerSecond * 68, 0.01
+            )
+            server.stop()
+            self.assertEveryByteEchoed(server, 2)
+
+    def test_framedCorruptionDescribed(self) -> None:
+        """
+        A changed byte of a frame fails the run, naming the frame, and what
+        a framer makes of the server's frame: a bad header, or another
+        payload.
+        """
+        for at, fragments in (
+            (
+                1,
+                (
+                    "offset 1 (frame 1, byte 2 of 68)",
+                    "the server sent a bad length:4 frame:"
+                    " frame longer than max 65536 bytes",
+                ),
+            ),
+            (
+                CORRUPT_AT,
+                (
+                    f"offset {CORRUPT_AT} (frame 2, byte 33 of 68)",
+                    "the server's frame 2 carries another payload",
+                ),
+            ),
+        ):
+            server = ThreadedEchoServer(self, corruptAt=at)
+            error = self.assertRaises(
+                BenchError,
+                runBench,
+                quick(server.endpoint, "pingpong", connections=1, framing="length:4"),
+            )
+            for fragment in fragments:
+                self.assertIn(fragment, str(error))
+
     def test_refused(self) -> None:
         """
         A port nobody listens on: refused, naming the endpoint.
@@ -790,7 +1041,9 @@ class ReportTests(SynchronousTestCase):
     by a fixed result.
     """
 
-    def report(self, mode: str, asJSON: bool = False) -> tuple[str, str]:
+    def report(
+        self, mode: str, asJSON: bool = False, framing: str = "line"
+    ) -> tuple[str, str]:
         """
         Run C{tcpcomm bench} in C{mode} on a terminal with L{RESULT} and one
         progress report.
@@ -807,7 +1060,7 @@ class ReportTests(SynchronousTestCase):
 
         self.patch(bench, "runBench", fakeBench)
         out, err = io.StringIO(), Terminal()
-        config = BenchConfig("127.0.0.1:1", mode)
+        config = BenchConfig("127.0.0.1:1", mode, framing=framing)
         status = runCommand(config, asJSON=asJSON, stdout=out, stderr=err)
         self.assertEqual(status, 0, err.getvalue())
         return out.getvalue(), err.getvalue()
@@ -851,6 +1104,41 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(report["metric"], "messages_per_s")
         self.assertEqual(report["in_flight_bytes"], 16 * 64)
         self.assertIsNone(report["write_bytes"])
+
+    def test_framedReport(self) -> None:
+        """
+        With a framing, the summary names the frames (their size, framing
+        and payload size) and the progress line counts frames per second.
+        """
+        out, err = self.report("lines", framing="length:4")
+        self.assertIn(
+            "68-byte length:4 frames of 64-byte payloads, 16 in flight each", out
+        )
+        self.assertIn("2,000,000 frames/s", err)
+        out, _ = self.report("stream", framing="length:4")
+        self.assertIn(
+            # Whole frames: 963 of them, 3856 in flight (256 KiB's worth).
+            "65,484 bytes writes of 68-byte length:4 frames of 64-byte payloads,"
+            " 262,208 bytes in flight each",
+            out,
+        )
+
+    def test_badFramingReported(self) -> None:
+        """
+        A framing that cannot carry the size, given to L{runCommand}
+        directly: status 1, one error line, and the JSON says not verified.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        config = BenchConfig("127.0.0.1:1", "lines", framing="fixed:8")
+        status = runCommand(config, asJSON=True, stdout=out, stderr=err)
+        self.assertEqual(status, 1)
+        self.assertEqual(
+            err.getvalue(),
+            "tcpcomm: error: --size 64: a 64-byte payload is not one 'fixed:8' frame\n",
+        )
+        report = json.loads(out.getvalue())
+        self.assertIs(report["verified"], False)
+        self.assertIsNone(report["frame_bytes"])
 
     def test_interrupted(self) -> None:
         """
@@ -964,6 +1252,117 @@ class BenchCommandTests(TestCase):
             "connection #",
             "the server answered 'ERROR line too long (limit 100 bytes)'",
         )
+
+    async def test_framingsVerified(self) -> None:
+        """
+        C{--framing} against Twisted's own C{Int32StringReceiver} and
+        C{NetstringReceiver} echoes, tcpcomm's framed line server, and
+        framed echoes: status 0, every frame verified, the JSON naming the
+        framing, the payload size and the frame size.
+        """
+        runs: list[tuple[str, IProtocolFactory, int, int]] = [
+            ("length:4", Factory.forProtocol(Int32Echo), 64, 68),
+            ("netstring", Factory.forProtocol(NetstringEcho), 64, 68),
+            ("modbus", LineFactory(framing="modbus"), 12, 12),
+            ("length:2:strip=0", LineFactory(framing="length:2:strip=0"), 64, 64),
+            ("delimiter:00", LineFactory(framing="delimiter:00"), 64, 65),
+            ("stx-etx", FramedEchoFactory("stx-etx"), 64, 66),
+            ("fixed:16", FramedEchoFactory("fixed:16"), 16, 16),
+        ]
+        results = await gatherResults(
+            [
+                runCli(
+                    self,
+                    [
+                        "bench",
+                        address(startServer(self, factory)),
+                        "--mode",
+                        "lines",
+                        "--connections",
+                        "2",
+                        "--framing",
+                        framing,
+                        *JSON,
+                    ],
+                )
+                for framing, factory, _, _ in runs
+            ]
+        )
+        for (framing, _, size, frame), result in zip(runs, results, strict=True):
+            self.assertEqual(result.code, 0, result.describe())
+            self.assertEqual(result.stderr, b"", result.describe())
+            report = parseReport(self, result)
+            self.assertEqual(report["framing"], framing)
+            self.assertEqual(report["size"], size)
+            self.assertEqual(report["frame_bytes"], frame)
+            self.assertEqual(report["in_flight_bytes"], 16 * frame)
+            self.assertIs(report["verified"], True)
+            messages = report["messages"]
+            assert isinstance(messages, int), report
+            self.assertGreater(messages, 0, framing)
+
+    async def test_badFramesFromServer(self) -> None:
+        """
+        A server whose reply frames are corrupt, or carry another payload:
+        status 1 and one error line naming the connection and saying what
+        is wrong with the frame, soon (no waiting for the rest of a frame
+        whose header is wrong).
+        """
+        runs = [
+            (
+                "length:4",
+                lambda framer, payload: b"\xff\xff\xff\xff" + payload,
+                "the server sent a bad length:4 frame: frame longer than max",
+            ),
+            (
+                "modbus",
+                lambda framer, payload: payload[:2] + b"\x00\x01" + payload[4:],
+                "the server sent a bad modbus frame: MODBUS protocol id 1, not 0",
+            ),
+            (
+                "netstring",
+                lambda framer, payload: framer.encode(payload[:-1]),
+                "the server's frame 1 carries a 63-byte payload, not 64 bytes",
+            ),
+        ]
+        results = await gatherResults(
+            [
+                runCli(
+                    self,
+                    [
+                        "bench",
+                        address(startServer(self, FramedEchoFactory(framing, reply))),
+                        "--mode",
+                        "pingpong",
+                        "--connections",
+                        "1",
+                        "--framing",
+                        framing,
+                        *SHORT,
+                    ],
+                )
+                for framing, reply, _ in runs
+            ]
+        )
+        for (_, _, fragment), result in zip(runs, results, strict=True):
+            assertOneError(self, result, "connection #1:", "(frame 1, ", fragment)
+
+    def test_badFraming(self) -> None:
+        """
+        A bad C{--framing}, or a C{--size} it cannot carry, is a bad command
+        line: status 2 and an error saying what is wrong.
+        """
+        for options, fragments in (
+            (["--framing", "length:5"], ("length:5", "size must be 1, 2, 3, 4 or 8")),
+            (["--framing", "fixed:8", "--size", "64"], ("--size 64", "fixed:8")),
+            (["--framing", "modbus", "--size", "64"], ("MODBUS requests are 12",)),
+            (["--framing", "length:4", "--pipeline", "1000000"], ("--pipeline",)),
+            (["--framing", "modbus", "--pipeline", "65537"], ("--pipeline", "65536")),
+        ):
+            result = runCliBlocking(
+                ["bench", "127.0.0.1:1", "--mode", "lines", *options]
+            )
+            assertUsageError(self, result, *fragments)
 
     async def test_refused(self) -> None:
         """

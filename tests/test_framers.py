@@ -6,6 +6,7 @@ L{parseFraming}.
 from __future__ import annotations
 
 import struct
+from typing import cast
 
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver, NetstringReceiver
@@ -379,6 +380,19 @@ class LengthFieldFramerTests(SynchronousTestCase):
         """
         framer = LengthFieldFramer(1, adjust=-2)
         assertFailsWith(self, framer, b"\x01", "shorter than its 1-byte header")
+
+    def test_payloadsAreBytesWhenFedABytearray(self) -> None:
+        """
+        Payloads cut from a C{bytearray} are C{bytes}, not C{bytearray}
+        slices.
+        """
+        framer = LengthFieldFramer(2)
+        # Outside feed's declared type, but it has always worked.
+        chunk = cast(bytes, bytearray(b"\x00\x02hi\x00\x01x\x00"))
+        frames = framer.feed(chunk)
+        self.assertEqual(frames, [b"hi", b"x"])
+        self.assertEqual([type(frame) for frame in frames], [bytes, bytes])
+        self.assertEqual(framer.buffered, 1)
 
     def test_endInsideFrame(self) -> None:
         """

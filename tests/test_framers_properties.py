@@ -22,6 +22,7 @@ from tcpcomm.framers import (
     ModbusFramer,
     NetstringFramer,
     StxEtxFramer,
+    parseFraming,
 )
 from tests.test_framing import splitAt
 
@@ -226,3 +227,57 @@ class FramerPropertyTests(SynchronousTestCase):
         self.assertRaises(FramingError, framer.feed, more)
         self.assertRaises(FramingError, framer.end)
         self.assertEqual(framer.buffered, 0)
+
+
+def encodeOneByOne(framer: Framer, payloads: list[bytes]) -> bytes | str:
+    """
+    What C{encode} gives for each of C{payloads}, joined, or the reason of
+    the first L{FramingError}.
+    """
+    try:
+        return b"".join(framer.encode(payload) for payload in payloads)
+    except FramingError as error:
+        return error.reason
+
+
+class EncodeAllTests(SynchronousTestCase):
+    """
+    C{encodeAll} is C{encode} for each reply, joined, on every path.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        spec=st.sampled_from(
+            [
+                "length:1",
+                "length:2",
+                "length:2:order=little",
+                "length:2:adjust=2",
+                "length:2:adjust=-1",
+                "length:3",
+                "length:4",
+                "length:4:max=40",
+                "length:8",
+                "length:2:offset=1",
+                "length:2:strip=0",
+                "netstring:max=20",
+                "delimiter:00",
+                "fixed:3",
+                "line:max=30",
+            ]
+        ),
+        payloads=st.lists(st.binary(max_size=300), max_size=8),
+    )
+    def test_sameAsEncodeEach(self, spec: str, payloads: list[bytes]) -> None:
+        """
+        For any framing and replies, C{encodeAll} gives the bytes of
+        C{encode} for each, joined, or raises the error C{encode} raises
+        first.
+        """
+        framer = parseFraming(spec)()
+        expected = encodeOneByOne(framer, payloads)
+        try:
+            got: bytes | str = framer.encodeAll(payloads)
+        except FramingError as error:
+            got = error.reason
+        self.assertEqual(got, expected)

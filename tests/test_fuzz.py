@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
+from tcpcomm.framers import FramingError
 from tcpcomm.framing import LineFramer
 from tcpcomm.line import INTERNAL_ERROR, HandlerResult, LineFactory, LineProtocol
+from tests.test_framers_properties import CASES, Case, pieces, stream
 from tests.test_framing import cutLists, referenceFrame, splitAt, streams
 from tests.test_line import HalfCloseableStringTransport, connect
 
@@ -214,3 +216,62 @@ class RandomBinaryTests(SynchronousTestCase):
             transport.value(), b"ERROR line too long (limit 65536 bytes)\n"
         )
         self.assertIsInstance(transport, HalfCloseableStringTransport)
+
+
+echoCases = st.sampled_from(
+    [case for case in CASES if not case.name.startswith("line") and not case.strip]
+)
+
+
+class FramedProtocolFuzzTests(SynchronousTestCase):
+    """
+    The message server over every binary and delimiter framing, under
+    random input in random chunks, against a model: the framer fed the
+    whole input at once.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(echoCases, pieces, cutLists, st.booleans())
+    def test_echoMatchesFramerModel(
+        self,
+        case: Case,
+        parts: list[tuple[bool, bytes]],
+        cuts: list[int],
+        halfClose: bool,
+    ) -> None:
+        """
+        However the input is cut, an echo server over any framing sends back
+        the frames a framer cuts from the whole input, framed again, in
+        order; it holds no more than the framing's max and header; and it
+        closes after a framing error, or once the client half-closed.
+        """
+        data = stream(case, case.make(), parts)
+        protocol, transport = connect(LineFactory(framing=case.make))
+        for chunk in splitAt(data, cuts):
+            protocol.dataReceived(chunk)
+            self.assertLessEqual(protocol.heldBytes, case.bound)
+        if halfClose:
+            protocol.readConnectionLost()
+        model = case.make()
+        frames: list[bytes] = []
+        failed = False
+        try:
+            frames += model.feed(data)
+            if halfClose:
+                frames += model.end()
+        except FramingError as error:
+            frames += error.frames
+            failed = True
+        # An echo the framing cannot carry (an unterminated last frame that
+        # ends like its delimiter) ends the replies, and the connection.
+        encoder = case.make()
+        replies: list[bytes] = []
+        for frame in frames:
+            try:
+                replies.append(encoder.encode(frame))
+            except FramingError:
+                failed = True
+                break
+        self.assertEqual(transport.value(), b"".join(replies))
+        closed = transport.writeDisconnected or transport.disconnecting
+        self.assertEqual(closed, failed or halfClose)

@@ -1143,6 +1143,16 @@ class BinaryFramingTests(SynchronousTestCase):
             any("inside a frame" in str(e.get("reason")) for e in logs.events)
         )
 
+    def test_discardedBytesSummarized(self) -> None:
+        """
+        Bytes that STX/ETX framing discards between frames are counted in
+        the connection's summary.
+        """
+        protocol, transport = connect(LineFactory(framing="stx-etx"))
+        protocol.dataReceived(b"junk\x02a\x03x")
+        self.assertEqual(transport.value(), b"\x02a\x03")
+        self.assertIn("1 message, 5 bytes between frames", protocol.summary())
+
     def test_halfCloseEndsADelimitedFrame(self) -> None:
         """
         A half-close ends the last frame of a delimiter framing, which is
@@ -1245,6 +1255,22 @@ class ModbusTests(SynchronousTestCase):
         protocol.dataReceived(modbusRequest(5))
         self.assertEqual(transport.value(), b"\x00\x05\x00\x00\x00\x03\x01\x83\x04")
 
+    def test_wrongTransactionIdAnsweredWithException04(self) -> None:
+        """
+        A reply whose transaction id is not its request's (a client would
+        match it to another request) is logged and answered with exception
+        code 0x04 under the request's own id.
+        """
+        logs = LogCapture(self)
+        protocol, transport = connect(
+            LineFactory(lambda adu: modbusRequest(99), framing="modbus")
+        )
+        protocol.dataReceived(modbusRequest(5))
+        self.assertEqual(transport.value(), b"\x00\x05\x00\x00\x00\x03\x01\x83\x04")
+        self.assertTrue(
+            any("transaction id" in str(e.get("reason")) for e in logs.events)
+        )
+
     def test_timedOutAnsweredWithException0B(self) -> None:
         """
         A handler that times out is answered with exception code 0x0B
@@ -1272,3 +1298,30 @@ class ModbusTests(SynchronousTestCase):
         protocol.dataReceived(modbusRequest(1) + bytes(bad))
         self.assertEqual(transport.value(), modbusRequest(1))
         self.assertTrue(protocol.lingering)
+
+
+class ReplyQueueLifetimeTests(SynchronousTestCase):
+    """
+    A connection holds a reply queue only while something waits.
+    """
+
+    def test_queueGoesOnceDrained(self) -> None:
+        """
+        Once every reply that waited has been sent, the connection holds no
+        reply queue.
+        """
+        waiting: list[Deferred[bytes]] = []
+
+        def handler(line: bytes) -> Deferred[bytes]:
+            waiting.append(Deferred())
+            return waiting[-1]
+
+        protocol, transport = connect(LineFactory(handler))
+        protocol.dataReceived(b"a\nb\n")
+        extra = protocol._extra
+        assert extra is not None
+        self.assertIsNotNone(extra.queue)
+        waiting[0].callback(b"A")
+        waiting[1].callback(b"B")
+        self.assertEqual(transport.value(), b"A\nB\n")
+        self.assertIsNone(extra.queue)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import connectProtocol
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
+from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpcomm.client import ConnectionFailed
+from tcpcomm.framers import FramingError, LengthFieldFramer, parseFraming
 from tcpcomm.line import LineFactory
 from tcpcomm.lineclient import LineClient, ReconnectingLineClient
 from tcpcomm.testing import startServer
@@ -162,6 +165,22 @@ class LineClientTests(SynchronousTestCase):
             failure.getErrorMessage(), "connection reset by 192.0.2.1:8000"
         )
 
+    def test_finishFromAFailedRequest(self) -> None:
+        """
+        C{finish} called by a request's errback, while the connection's loss
+        is being reported, fails too: the loss is no clean close.
+        """
+        client = LineClient()
+        connected(client)
+        finishes: list[Deferred[None]] = []
+        client.request(b"a").addErrback(lambda _: finishes.append(client.finish()))
+        client.connectionLost(Failure(ConnectionLost()))
+        [finished] = finishes
+        failure = self.failureResultOf(finished, ConnectionFailed)
+        self.assertEqual(
+            failure.getErrorMessage(), "connection reset by 192.0.2.1:8000"
+        )
+
     def test_overlongLineFromServer(self) -> None:
         """
         A server line over the limit aborts the connection and fails waiting
@@ -175,6 +194,195 @@ class LineClientTests(SynchronousTestCase):
         client.connectionLost(Failure(ConnectionLost()))
         failure = self.failureResultOf(request, ConnectionFailed)
         self.assertIn("longer than 8 bytes", failure.getErrorMessage())
+
+
+class FramedLineClientTests(SynchronousTestCase):
+    """
+    L{LineClient} with a C{framing}, on an in-memory transport.
+    """
+
+    def test_requestSendsFrame(self) -> None:
+        """
+        A request sends its payload framed, LF and all; C{str} as UTF-8.
+        """
+        client = LineClient(framing="length:2")
+        transport = connected(client)
+        client.request(b"a\nb")
+        client.request("é")
+        self.assertEqual(transport.value(), b"\x00\x03a\nb\x00\x02\xc3\xa9")
+
+    def test_repliesMatchedInOrder(self) -> None:
+        """
+        Pipelined requests get the reply frames' payloads in order, however
+        the frames are cut into reads; a frame nobody asked for goes to
+        C{onLine}.
+        """
+        seen: list[bytes] = []
+        client = LineClient(framing="netstring", onLine=seen.append)
+        connected(client)
+        first, second = client.request(b"a"), client.request(b"b")
+        client.dataReceived(b"3:x\ny,2:")
+        self.assertEqual(self.successResultOf(first), b"x\ny")
+        self.assertNoResult(second)
+        client.dataReceived(b"zz,6:notice,")
+        self.assertEqual(self.successResultOf(second), b"zz")
+        self.assertEqual(seen, [b"notice"])
+        self.assertEqual(client.pending, 0)
+
+    def test_framerFactory(self) -> None:
+        """
+        C{framing} may be a callable that makes framers, such as what
+        L{parseFraming} returns.
+        """
+        for framing in (parseFraming("length:1"), lambda: LengthFieldFramer(1)):
+            client = LineClient(framing=framing)
+            transport = connected(client)
+            reply = client.request(b"hi")
+            self.assertEqual(transport.value(), b"\x02hi")
+            client.dataReceived(b"\x02ok")
+            self.assertEqual(self.successResultOf(reply), b"ok")
+
+    def test_sendFrameOneWay(self) -> None:
+        """
+        C{sendFrame}, and its old name C{sendLine}, send a frame and wait
+        for no reply.
+        """
+        client = LineClient(framing="stx-etx")
+        transport = connected(client)
+        client.sendFrame(b"one")
+        client.sendLine("two")
+        self.assertEqual(transport.value(), b"\x02one\x03\x02two\x03")
+        self.assertEqual(client.pending, 0)
+
+    def test_unframablePayloadNotSent(self) -> None:
+        """
+        A payload the framing cannot frame fails its request (and
+        C{sendFrame} raises) with L{FramingError}; nothing is sent, and the
+        next request still gets its own reply.
+        """
+        client = LineClient(framing="length:1")
+        transport = connected(client)
+        failure = self.failureResultOf(client.request(b"x" * 256), FramingError)
+        self.assertIn("does not fit a 1-byte length field", failure.getErrorMessage())
+        self.assertRaises(FramingError, client.sendFrame, b"x" * 256)
+        modbus = LineClient(framing="modbus")
+        connected(modbus)
+        self.failureResultOf(modbus.request(b"not an ADU"), FramingError)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(client.pending, 0)
+        reply = client.request(b"ok")
+        client.dataReceived(b"\x03yes")
+        self.assertEqual(self.successResultOf(reply), b"yes")
+
+    def test_badFrameFailsEveryRequest(self) -> None:
+        """
+        A reply stream the framer cannot cut: the frames before the fault
+        answer their requests, the connection is aborted, and every other
+        waiting request, and C{finish}, fail saying what was wrong.
+        """
+        client = LineClient(framing="length:2:max=100")
+        transport = connected(client)
+        requests = [client.request(b"a"), client.request(b"b"), client.request(b"c")]
+        finished = client.finish()
+        client.dataReceived(b"\x00\x01A\xff\xff")
+        self.assertEqual(self.successResultOf(requests[0]), b"A")
+        self.assertTrue(transport.disconnecting)
+        client.dataReceived(b"\x00\x01B")
+        client.connectionLost(Failure(ConnectionLost()))
+        expected = "bad frame from 192.0.2.1:8000: frame longer than max 100 bytes"
+        for request in requests[1:]:
+            failure = self.failureResultOf(request, ConnectionFailed)
+            self.assertEqual(failure.getErrorMessage(), expected)
+        self.assertEqual(
+            self.failureResultOf(finished, ConnectionFailed).getErrorMessage(),
+            expected,
+        )
+
+    def test_closeInsideFrame(self) -> None:
+        """
+        A server that closes inside a frame fails the waiting request and
+        C{finish}, saying so.
+        """
+        client = LineClient(framing="length:2")
+        transport = connected(client)
+        request = client.request(b"a")
+        finished = client.finish()
+        client.dataReceived(b"\x00\x05abc")
+        client.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        client.connectionLost(Failure(ConnectionDone()))
+        expected = (
+            "connection to 192.0.2.1:8000 closed inside a frame"
+            " (input ended inside a frame (5 bytes held))"
+        )
+        failure = self.failureResultOf(request, ConnectionFailed)
+        self.assertEqual(failure.getErrorMessage(), expected)
+        self.assertEqual(
+            self.failureResultOf(finished, ConnectionFailed).getErrorMessage(),
+            expected,
+        )
+
+    def test_finishTakesLastDelimitedFrame(self) -> None:
+        """
+        C{finish} fires once the server has closed; with a delimiter framing,
+        a last frame without its delimiter is the last reply.
+        """
+        client = LineClient(framing="delimiter:00")
+        transport = connected(client)
+        reply = client.request(b"q")
+        finished = client.finish()
+        self.assertTrue(transport.writeDisconnected)
+        client.dataReceived(b"answer")
+        client.readConnectionLost()
+        self.assertEqual(self.successResultOf(reply), b"answer")
+        client.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(self.successResultOf(finished))
+
+    def test_lineFramingIsLines(self) -> None:
+        """
+        C{framing="line:max=N"} is the line client, with its C{max}: lines
+        end with the delimiter, and a longer line aborts as ever.
+        """
+        client = LineClient(framing="line:max=8", delimiter=b"\r\n")
+        transport = connected(client)
+        request = client.request(b"a")
+        self.assertEqual(transport.value(), b"a\r\n")
+        client.dataReceived(b"x" * 9)
+        self.assertTrue(transport.disconnecting)
+        client.connectionLost(Failure(ConnectionLost()))
+        failure = self.failureResultOf(request, ConnectionFailed)
+        self.assertIn("longer than 8 bytes", failure.getErrorMessage())
+
+    def test_badSpecification(self) -> None:
+        """
+        A bad C{framing} specification is refused when the client is made,
+        with a one-line L{ValueError}.
+        """
+        for make in (
+            lambda: LineClient(framing="length:5"),
+            lambda: ReconnectingLineClient(
+                closedEndpoint(), framing="nonsense", clock=reactor
+            ),
+        ):
+            error = self.assertRaises(ValueError, make)
+            self.assertNotIn("\n", str(error))
+            self.assertIn("framing '", str(error))
+
+
+def closedEndpoint() -> TCP4ClientEndpoint:
+    """
+    An endpoint on 127.0.0.1 where nothing listens.
+    """
+    return TCP4ClientEndpoint(reactor, "127.0.0.1", closedPort())
+
+
+class ReversedInt32Echo(Int32StringReceiver):
+    """
+    Twisted's own length-prefixed strings (C{length:4}), answered reversed.
+    """
+
+    def stringReceived(self, string: bytes) -> None:
+        self.sendString(string[::-1])
 
 
 class LineClientServerTests(TestCase):
@@ -210,6 +418,47 @@ class LineClientServerTests(TestCase):
         self.assertEqual([r.result for r in requests], [b"cba", b"zyx"])
         await waitUntil(lambda: server.openConnections == 0)
 
+    async def test_framedAgainstInt32StringReceiver(self) -> None:
+        """
+        With C{framing="length:4"}, 200 pipelined requests, any bytes in
+        them, each get their own reply from Twisted's C{Int32StringReceiver};
+        C{finish} then fires.
+        """
+        server = startServer(self, Factory.forProtocol(ReversedInt32Echo))
+        client = await connectProtocol(
+            server.endpoint(), LineClient(framing="length:4")
+        )
+        payloads = [b"%d\n\x00\r" % i * (i % 7) for i in range(200)]
+        replies = await gatherResults([client.request(p) for p in payloads])
+        self.assertEqual(replies, [p[::-1] for p in payloads])
+        await client.finish()
+
+    async def test_framedAgainstLineFactory(self) -> None:
+        """
+        Framed clients against tcpcomm's own framed server: C{length:2}
+        payloads, and MODBUS ADUs answered by a handler of whole frames.
+        """
+
+        def readRegisters(adu: bytes) -> bytes:
+            return adu[:4] + b"\x00\x05" + adu[6:8] + b"\x02\x00\x2a"
+
+        for framing, handler, payloads, expected in (
+            ("length:2", lambda p: p.upper(), [b"a\nb", b""], [b"A\nB", b""]),
+            (
+                "modbus",
+                readRegisters,
+                [b"\x00\x07\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"],
+                [b"\x00\x07\x00\x00\x00\x05\x01\x03\x02\x00\x2a"],
+            ),
+        ):
+            server = startServer(self, LineFactory(handler, framing=framing))
+            client = await connectProtocol(
+                server.endpoint(), LineClient(framing=framing)
+            )
+            replies = await gatherResults([client.request(p) for p in payloads])
+            self.assertEqual(replies, expected, framing)
+            await client.finish()
+
     async def test_droppedConnectionFailsPending(self) -> None:
         """
         Requests waiting when the server drops the connection fail with
@@ -235,8 +484,6 @@ class ReconnectingLineClientTests(TestCase):
         A started client for 127.0.0.1:C{port} that retries every 50 ms,
         stopped at clean-up.
         """
-        from twisted.internet.endpoints import TCP4ClientEndpoint
-
         service = ReconnectingLineClient(
             TCP4ClientEndpoint(reactor, "127.0.0.1", port),
             retryPolicy=lambda attempt: 0.05,
@@ -283,6 +530,15 @@ class ReconnectingLineClientTests(TestCase):
         assert isinstance(protocol, LineClient)
         protocol.sendLine(b"no request")
         await waitUntil(lambda: seen == [b"reply"])
+
+    async def test_framingPassedOn(self) -> None:
+        """
+        Every connection of a framed L{ReconnectingLineClient} speaks its
+        framing.
+        """
+        server = startServer(self, Factory.forProtocol(ReversedInt32Echo))
+        client = self.client(server.port, framing="length:4")
+        self.assertEqual(await client.request(b"a\nb"), b"b\na")
 
     async def test_refusedAfterFailures(self) -> None:
         """

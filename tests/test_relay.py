@@ -1100,6 +1100,26 @@ class RelayServerTests(TestCase):
                 await waitUntil(lambda: len(received) == len(expected))
         self.assertEqual(received, expected)
 
+    async def test_framedRoundTrip(self) -> None:
+        """
+        Over real sockets, a C{length:4} relay carries its clients' frames
+        to a C{length:4} upstream and the upstream's replies back to every
+        client, payloads intact (LF and NUL included).
+        """
+        upstream = startServer(
+            self, LineFactory(lambda payload: b"re:" + payload, framing="length:4")
+        )
+        relayServer, _relay = startRelayServer(self, upstream, framing="length:4")
+        seen: list[bytes] = []
+        client = await connectProtocol(
+            relayServer.endpoint(), LineClient(framing="length:4", onLine=seen.append)
+        )
+        self.addCleanup(client.transport.abortConnection)
+        client.sendFrame(b"a\nb\x00")
+        client.sendFrame(b"")
+        await waitUntil(lambda: len(seen) == 2)
+        self.assertEqual(seen, [b"re:a\nb\x00", b"re:"])
+
     async def test_taggedLinesFromThreeClients(self) -> None:
         """
         With tagging, each line arrives upstream after its sender's address,
@@ -1446,3 +1466,85 @@ class RelayTLSTests(TestCase):
         self.assertEqual(relay.queuedLines, 1)
         self.assertEqual(relay.relayStats.forwarded, 0)
         self.assertFalse(relay.upstreamConnected)
+
+
+class FramedRelayTests(SynchronousTestCase):
+    """
+    The relay with a framing other than lines, in memory: frames both ways,
+    and refusals in the framing's own terms.
+    """
+
+    def test_framesBothWays(self) -> None:
+        """
+        Clients' frames go upstream framed the same way, in order, and the
+        upstream's frames reach every client, framed again.
+        """
+        factory, endpoint, _clock = startRelay(framing="length:2")
+        upstream = endpoint.accept()
+        a, b = connectClient(factory, 1001), connectClient(factory, 1002)
+        a.protocol.dataReceived(b"\x00\x02a1\x00\x02a")
+        b.protocol.dataReceived(b"\x00\x03b\n1")
+        a.protocol.dataReceived(b"2")
+        self.assertEqual(upstream.value(), b"\x00\x02a1\x00\x03b\n1\x00\x02a2")
+        endpoint.send(b"\x00\x05hello\x00")
+        self.assertEqual(a.value(), b"\x00\x05hello")
+        self.assertEqual(b.value(), b"\x00\x05hello")
+
+    def test_queuedFramesSentOnConnect(self) -> None:
+        """
+        Frames that arrive while the upstream is down are queued and sent,
+        framed, once it connects.
+        """
+        factory, endpoint, _clock = startRelay(framing="netstring")
+        client = connectClient(factory)
+        client.protocol.dataReceived(b"3:one,3:two,")
+        upstream = endpoint.accept()
+        self.assertEqual(upstream.value(), b"3:one,3:two,")
+
+    def test_modbusRefusedWithException0A(self) -> None:
+        """
+        A MODBUS request the relay cannot take (upstream down, queue full)
+        is answered with exception code 0x0A, gateway path unavailable.
+        """
+        factory, _endpoint, _clock = startRelay(framing="modbus", queueLimit=0)
+        client = connectClient(factory)
+        request = b"\x00\x07\x00\x00\x00\x06\x01\x03\x00\x00\x00\x02"
+        client.protocol.dataReceived(request)
+        self.assertEqual(client.value(), b"\x00\x07\x00\x00\x00\x03\x01\x83\x0a")
+        self.assertFalse(client.protocol.closing)
+
+    def test_binaryRefusalCloses(self) -> None:
+        """
+        A frame of a framing with no way to say "refused" closes its sender
+        after the replies before it, logged; other clients are unaffected.
+        """
+        logs = LogCapture(self)
+        factory, _endpoint, _clock = startRelay(framing="stx-etx", queueLimit=0)
+        refused, other = connectClient(factory, 1001), connectClient(factory, 1002)
+        refused.protocol.dataReceived(b"\x02x\x03")
+        self.assertTrue(refused.protocol.lingering)
+        self.assertFalse(other.protocol.closing)
+        self.assertTrue(logged(logs, "No stx-etx reply"))
+
+    def test_badFrameFromUpstream(self) -> None:
+        """
+        A bad frame from the upstream drops that connection, saying why;
+        the frames before it are delivered.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, _clock = startRelay(framing="length:1:max=8")
+        endpoint.accept()
+        client = connectClient(factory)
+        endpoint.send(b"\x02ok\x20")
+        self.assertEqual(client.value(), b"\x02ok")
+        self.assertFalse(factory.upstreamConnected)
+        self.assertTrue(logged(logs, "bad frame from"))
+
+    def test_tagNeedsLines(self) -> None:
+        """
+        Tagging needs line framing: any other is a C{ValueError} naming it.
+        """
+        error = self.assertRaises(
+            ValueError, RelayFactory, FakeEndpoint(), tag=True, framing="length:4"
+        )
+        self.assertIn("length:4", str(error))

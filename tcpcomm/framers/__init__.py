@@ -14,7 +14,7 @@ from tcpcomm.framers.length import LengthFieldFramer
 from tcpcomm.framers.line import LineAdapter
 from tcpcomm.framers.modbus import ModbusFramer, exceptionResponse
 from tcpcomm.framers.netstring import NetstringFramer
-from tcpcomm.framers.spec import FRAMINGS, parseFraming
+from tcpcomm.framers.spec import FRAMINGS, framerFactory, parseFraming
 from tcpcomm.framers.stxetx import StxEtxFramer
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "NetstringFramer",
     "StxEtxFramer",
     "exceptionResponse",
+    "framerFactory",
     "parseFraming",
 ]

@@ -8,7 +8,7 @@ Pure and synchronous: no Twisted, no I/O.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 __all__ = [
     "DEFAULT_MAX_FRAME_LENGTH",
@@ -104,6 +104,15 @@ class Framer(Protocol):
             replies are whole frames) not a consistent frame.
         """
 
+    def encodeAll(self, payloads: list[bytes]) -> bytes:
+        """
+        Frame several replies, in order, as one block of bytes: what
+        L{encode} gives for each, joined.
+
+        @raise FramingError: If one cannot be framed.
+        @raise TypeError: If one is not bytes-like.
+        """
+
 
 class BufferFramer:
     """
@@ -118,12 +127,23 @@ class BufferFramer:
     L{cut} consumes or rejects bytes as soon as they prove a frame complete,
     oversized or corrupt, so what stays held is bounded by C{max} plus a
     header.
+
+    A subclass that sets L{cutsBytes} also implements L{cutBytes}: then the
+    usual read, one that arrives while nothing is held, is cut straight from
+    its C{bytes} (each payload one slice of it, not a copy into the buffer
+    and a copy out again), and only its incomplete tail is copied into the
+    buffer.
     """
 
     __slots__ = ("_buffer", "_failure")
 
     _buffer: bytearray
     _failure: str | None
+
+    cutsBytes: ClassVar[bool] = False
+    """
+    Whether this class implements L{cutBytes}.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -145,16 +165,23 @@ class BufferFramer:
         if not data:
             return []
         buffer = self._buffer
-        buffer += data
         frames: list[bytes] = []
         try:
-            used = self.cut(buffer, frames)
+            if buffer or not self.cutsBytes or data.__class__ is not bytes:
+                buffer += data
+                used = self.cut(buffer, frames)
+                if used:
+                    del buffer[:used]
+            else:
+                used = self.cutBytes(data, frames)
+                if not used:
+                    buffer += data
+                elif used < len(data):
+                    buffer += memoryview(data)[used:]
         except FramingError as error:
             self._fail(error.reason)
             error.frames = frames
             raise
-        if used:
-            del buffer[:used]
         return frames
 
     def end(self) -> list[bytes]:
@@ -184,6 +211,20 @@ class BufferFramer:
         """
         raise NotImplementedError(f"{type(self).__name__} must implement cut")
 
+    def cutBytes(self, data: bytes, frames: list[bytes]) -> int:
+        """
+        Cut the complete frames at the front of a read that arrived while
+        nothing was held, as L{cut} would cut them from a buffer holding
+        just C{data}; only called when L{cutsBytes} is set.
+
+        @param data: The read; not empty.
+        @param frames: Where to append the payloads cut, in order.
+        @return: How many bytes at the front of C{data} were used up: the
+            rest is held.
+        @raise FramingError: As L{cut}.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement cutBytes")
+
     def finish(self, rest: bytes) -> list[bytes]:
         """
         End the input, with C{rest} still held.
@@ -196,6 +237,18 @@ class BufferFramer:
         if rest:
             raise FramingError(f"input ended inside a frame ({len(rest)} bytes held)")
         return []
+
+    def encodeAll(self, payloads: list[bytes]) -> bytes:
+        """
+        See L{Framer.encodeAll}: L{encode} for each, joined.
+        """
+        return b"".join(map(self.encode, payloads))
+
+    def encode(self, payload: bytes) -> bytes:
+        """
+        See L{Framer.encode}; subclasses implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement encode")
 
     def _fail(self, reason: str) -> None:
         """

@@ -6,7 +6,11 @@ C{LengthFieldBasedFrameDecoder}.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from itertools import repeat
+from operator import sub
+from struct import Struct
+from typing import ClassVar, Literal
 
 from tcpcomm.framers.base import (
     DEFAULT_MAX_FRAME_LENGTH,
@@ -20,6 +24,12 @@ __all__ = ["FIELD_SIZES", "LengthFieldFramer"]
 FIELD_SIZES = (1, 2, 3, 4, 8)
 """
 The sizes a length field may have, in bytes.
+"""
+
+
+_FIELD_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+"""
+The C{struct} codes of the length fields that one can pack.
 """
 
 
@@ -55,7 +65,26 @@ class LengthFieldFramer(BufferFramer):
         never buffered.
     """
 
-    __slots__ = ("adjust", "maxLength", "offset", "order", "size", "strip")
+    __slots__ = (
+        "_packField",
+        "adjust",
+        "maxLength",
+        "offset",
+        "order",
+        "size",
+        "strip",
+    )
+
+    cutsBytes = True
+    _inlineLength: ClassVar[bool] = True
+    """
+    Whether L{cutBytes} may read the length field itself: C{False} in
+    subclasses that override L{frameLength}.
+    """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._inlineLength = cls.frameLength is LengthFieldFramer.frameLength
 
     size: int
     offset: int
@@ -101,10 +130,16 @@ class LengthFieldFramer(BufferFramer):
         self.order = order
         self.strip = strip
         self.maxLength = maxLength
+        code = _FIELD_CODES.get(size)
+        self._packField: Callable[[int], bytes] | None = (
+            Struct(("<" if order == "little" else ">") + code).pack
+            if code is not None and offset == 0 and strip == size
+            else None
+        )
 
-    def cut(self, buffer: bytearray, frames: list[bytes]) -> int:
+    def cut(self, buffer: bytes | bytearray, frames: list[bytes]) -> int:
         """
-        See L{BufferFramer.cut}.
+        See L{BufferFramer.cut}; C{buffer} may be C{bytes} too.
         """
         header = self.offset + self.size
         strip = self.strip
@@ -118,6 +153,63 @@ class LengthFieldFramer(BufferFramer):
             frames.append(bytes(buffer[position + strip : end]))
             position = end
         return position
+
+    def cutBytes(self, data: bytes, frames: list[bytes]) -> int:
+        """
+        See L{BufferFramer.cutBytes}: L{cut}, with each payload one slice of
+        C{data} and, unless a subclass overrides L{frameLength}, the length
+        field read here rather than by a call per frame.
+        """
+        if not self._inlineLength:
+            return self.cut(data, frames)
+        offset = self.offset
+        header = offset + self.size
+        strip = self.strip
+        order = self.order
+        # frameLength's checks, inline: the frame's whole length is the
+        # field's value plus extra, and must be from header to maxLength.
+        extra = header + self.adjust
+        maxLength = self.maxLength
+        fromBytes = int.from_bytes
+        size = len(data)
+        position = 0
+        while size - position >= header:
+            length = (
+                fromBytes(data[position + offset : position + header], order) + extra
+            )
+            if length < header or length > maxLength:
+                self.frameLength(data, position)  # raises, saying why
+            end = position + length
+            if end > size:
+                break
+            frames.append(data[position + strip : end])
+            position = end
+        return position
+
+    def encodeAll(self, payloads: list[bytes]) -> bytes:
+        """
+        See L{Framer.encodeAll}: with the default C{strip}, no C{offset} and
+        a field of 1, 2, 4 or 8 bytes, every header is packed and the block
+        joined in C calls, with no Python call per reply; otherwise, and for
+        any reply that would fail, L{encode} for each.
+        """
+        pack = self._packField
+        if pack is None or not payloads:
+            return super().encodeAll(payloads)
+        lengths = list(map(len, payloads))
+        adjust = self.adjust
+        if (
+            max(lengths) + self.size > self.maxLength
+            or min(lengths) < adjust
+            or (max(lengths) - adjust) >> (self.size << 3)
+        ):
+            # encode says which one fails, and why.
+            return super().encodeAll(payloads)
+        values = list(map(sub, lengths, repeat(adjust))) if adjust else lengths
+        parts: list[bytes] = [b""] * (2 * len(payloads))
+        parts[::2] = map(pack, values)
+        parts[1::2] = payloads
+        return b"".join(parts)
 
     def frameLength(self, frame: bytes | bytearray, start: int = 0) -> int:
         """
@@ -150,7 +242,9 @@ class LengthFieldFramer(BufferFramer):
             length does not fit the field, or a whole frame's length field
             does not match its length.
         """
-        header = self.offset + self.size
+        size = self.size
+        offset = self.offset
+        header = offset + size
         if self.strip < header:
             if len(payload) < header:
                 raise FramingError(
@@ -163,14 +257,16 @@ class LengthFieldFramer(BufferFramer):
                     f"reply of {len(payload)} bytes says it is {length} bytes long"
                 )
             return bytes(payload)
-        if header + len(payload) > self.maxLength:
+        length = len(payload)
+        if header + length > self.maxLength:
             raise frameTooLong(self.maxLength)
-        value = len(payload) - self.adjust
-        if not 0 <= value < 256**self.size:
+        value = length - self.adjust
+        # value < 256 ** size, without the power.
+        if value < 0 or value >> (size << 3):
             raise FramingError(
-                f"reply of {len(payload)} bytes does not fit"
-                f" a {self.size}-byte length field with adjust {self.adjust}"
+                f"reply of {length} bytes does not fit"
+                f" a {size}-byte length field with adjust {self.adjust}"
             )
-        return b"".join(
-            (bytes(self.offset), value.to_bytes(self.size, self.order), payload)
-        )
+        if offset:
+            return b"".join((bytes(offset), value.to_bytes(size, self.order), payload))
+        return value.to_bytes(size, self.order) + payload

@@ -87,6 +87,12 @@ class LineAdapter:
             raise self._tooLong([])
         return payload + self.delimiter
 
+    def encodeAll(self, payloads: list[bytes]) -> bytes:
+        """
+        See L{Framer.encodeAll}.
+        """
+        return b"".join(map(self.encode, payloads))
+
     def _checkAlive(self) -> None:
         """
         @raise FramingError: If a line was too long or the input ended.

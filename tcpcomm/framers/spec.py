@@ -21,7 +21,7 @@ from tcpcomm.framers.modbus import ModbusFramer
 from tcpcomm.framers.netstring import NetstringFramer
 from tcpcomm.framers.stxetx import StxEtxFramer
 
-__all__ = ["FRAMINGS", "parseFraming"]
+__all__ = ["FRAMINGS", "framerFactory", "parseFraming"]
 
 FRAMINGS = ("line", "delimiter", "stx-etx", "length", "netstring", "fixed", "modbus")
 """
@@ -72,6 +72,19 @@ def parseFraming(spec: str) -> Callable[[], Framer]:
         return _parse(spec)
     except ValueError as error:
         raise ValueError(f"framing {spec!r}: {error}") from None
+
+
+def framerFactory(framing: str | Callable[[], Framer]) -> Callable[[], Framer]:
+    """
+    A factory of framers, one per connection, from a C{framing} argument.
+
+    @param framing: A specification (as L{parseFraming} takes) or already
+        a factory.
+    @raise ValueError: With one line, if the specification is not valid.
+    """
+    if isinstance(framing, str):
+        return parseFraming(framing)
+    return framing
 
 
 def _parse(spec: str) -> Callable[[], Framer]:
