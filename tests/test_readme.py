@@ -60,7 +60,7 @@ SIGNATURES = (
 The first line of the README's block of factory signatures.
 """
 
-TOOLS = ("nc", "openssl", "head", "cmp")
+TOOLS = ("nc", "openssl", "head", "cmp", "od", "tr")
 """
 Programs the examples run besides Python's and tcpcomm's own.
 """
@@ -437,3 +437,25 @@ class ReadmeSignaturesTests(SynchronousTestCase):
         self.assertGreater(len(blocks), 3)
         for block in blocks:
             compile("\n".join(block.lines), "README.md", "exec")
+
+
+class ReadmeFilesTests(SynchronousTestCase):
+    """
+    Files the README shows that the test suite also uses are the same.
+    """
+
+    def test_modbusHandlerIsTheTestedOne(self) -> None:
+        """
+        The README's C{modbus_registers.py} is C{tests/modbus_registers.py},
+        which the interoperability tests serve to pymodbus.
+        """
+        shown = [
+            block.lines
+            for block in readBlocks(README.read_text())
+            if block.info == "python"
+            and block.lines
+            and block.lines[0] == "# modbus_registers.py"
+        ]
+        tested = (SOURCE_ROOT / "tests" / "modbus_registers.py").read_text()
+        self.assertEqual(len(shown), 1)
+        self.assertEqual("\n".join(shown[0]).strip(), tested.strip())
