@@ -247,7 +247,8 @@ class LineProtocol(ConnectionProtocol):
     frame, a handler that fails or times out, or a reply that cannot be
     framed gets the replies to the messages before it, a log line, and a
     close.  MODBUS TCP is the exception for handlers: one that fails (or
-    whose reply is no valid ADU) is answered with exception code 0x04,
+    whose reply is no valid ADU for its request) is answered with exception
+    code 0x04,
     "server device failure", one that times out with 0x0B, and the
     connection stays open.
 
