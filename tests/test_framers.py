@@ -524,6 +524,17 @@ class FixedFramerTests(SynchronousTestCase):
         framer.feed(b"ab")
         self.assertRaises(FramingError, framer.end)
 
+    def test_endInsideFrameSaysHowMuch(self) -> None:
+        """
+        The error at the end of input inside a frame counts the bytes held,
+        in words: C{1 byte}, C{2 bytes}.
+        """
+        for held, words in ((b"a", "(1 byte held)"), (b"ab", "(2 bytes held)")):
+            framer = FixedFramer(3)
+            framer.feed(held)
+            error = self.assertRaises(FramingError, framer.end)
+            self.assertEqual(error.reason, f"input ended inside a frame {words}")
+
     def test_encodeAsItIs(self) -> None:
         """
         Replies are sent as they are, whatever their length.
