@@ -766,3 +766,38 @@ class ExportsTests(SynchronousTestCase):
             if not name.startswith("_") and callable(value)
         }
         self.assertEqual(public - set(tcpcomm.framers.__all__), set())
+
+
+class EncodeErrorTests(SynchronousTestCase):
+    """
+    The reasons L{Framer.encode} gives name what it was given as a payload
+    or a frame: clients send with C{encode} too, so it is not always a reply.
+    """
+
+    def test_reasons(self) -> None:
+        """
+        Each framing's refusal of a payload says what is wrong with it,
+        without calling it a reply.
+        """
+        for framer, payload, reason in (
+            (LineAdapter(), b"a\nb", "payload holds an LF"),
+            (DelimiterFramer(b"\x00"), b"a\x00", "payload holds the delimiter 0x00"),
+            (StxEtxFramer(), b"a\x03", "payload holds ETX (0x03)"),
+            (
+                LengthFieldFramer(1),
+                bytes(300),
+                "payload of 300 bytes does not fit a 1-byte length field with adjust 0",
+            ),
+            (
+                ModbusFramer(),
+                b"hello",
+                "frame of 5 bytes is shorter than its 6-byte header",
+            ),
+            (
+                LengthFieldFramer(2, strip=0),
+                b"\x00\x05ab",
+                "frame of 4 bytes says it is 7 bytes long",
+            ),
+        ):
+            error = self.assertRaises(FramingError, framer.encode, payload)
+            self.assertEqual(error.reason, reason)
