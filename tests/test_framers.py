@@ -739,6 +739,10 @@ class ParseFramingTests(SynchronousTestCase):
             "fixed": "needs its N",
             "modbus:max=3": "unknown parameter 'max' for modbus (known: none)",
             "line:max=0": "max must be at least 1",
+            "line:max=1073741825": "max must be from -1073741824 to 1073741824",
+            "fixed:99999999999": "N must be from -1073741824 to 1073741824",
+            "length:8:max=99999999999999": "max must be from",
+            "length:4:adjust=-99999999999": "adjust must be from",
         }
         for spec, expected in cases.items():
             error = self.assertRaises(ValueError, parseFraming, spec)
@@ -746,6 +750,20 @@ class ParseFramingTests(SynchronousTestCase):
             self.assertTrue(message.startswith(f"framing {spec!r}: "), message)
             self.assertIn(expected, message)
             self.assertNotIn("\n", message)
+
+    def test_hugeNumbers(self) -> None:
+        """
+        A size of thousands of digits is refused in one short line, not
+        quoted whole nor in C{int()}'s words; the largest allowed, 1 GiB, is
+        taken.
+        """
+        spec = "netstring:max=" + "9" * 5000
+        message = str(self.assertRaises(ValueError, parseFraming, spec))
+        self.assertLess(len(message), 200)
+        self.assertIn("max must be from -1073741824 to 1073741824 (1 GiB)", message)
+        self.assertNotIn("int_max_str_digits", message)
+        parseFraming("fixed:1073741824")
+        parseFraming("line:max=1073741824")
 
 
 class ExportsTests(SynchronousTestCase):
