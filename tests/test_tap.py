@@ -1075,6 +1075,29 @@ class FramingOptionTests(SynchronousTestCase):
             self.assertIn(f"{args[0]} applies to --framing line only", message)
             self.assertIn("netstring", message)
 
+    def test_lineMaxIsTheLineLimit(self) -> None:
+        """
+        C{--framing line:max=N} is the longest line in every mode that takes
+        lines, chat included, as C{--max-line-length N} would be.
+        """
+        for protocol in ("line", "chat", "relay"):
+            config = parse(self, inMode(protocol, ["--framing", "line:max=10"]))
+            factory = makeFactory(config)
+            self.assertEqual(factory.maxLineLength, 10, protocol)  # type: ignore[attr-defined]
+
+    def test_lineMaxAndMaxLineLength(self) -> None:
+        """
+        C{--framing line:max=N} with C{--max-line-length}: two limits for one
+        thing, refused in one line naming both, whether they agree or not.
+        """
+        for length in ("200", "10"):
+            message = usageError(
+                self,
+                ["--framing", "line:max=10", "--max-line-length", length],
+            )
+            self.assertIn("--max-line-length and --framing line:max=10", message)
+            self.assertNotIn("\n", message)
+
     def test_framingInRelay(self) -> None:
         """
         Relay mode takes a framing, and its factory frames with it.
