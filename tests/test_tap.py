@@ -313,6 +313,20 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("'tcp:8000:bogus=1': unknown parameter 'bogus'", message)
         self.assertNotIn("_parse", message)
 
+    def test_unescapedColonInEndpoint(self) -> None:
+        """
+        An IPv6 interface whose colons are not escaped (so that Twisted's
+        parser sees an argument twice) is refused in words that show the
+        escape, not as the private parser function's complaint.
+        """
+        message = usageError(self, ["-p", "tcp6:8000:interface=::1"])
+        self.assertIn(
+            "'tcp6:8000:interface=::1': interface given twice, or a value holds"
+            " a ':' that is not escaped (an IPv6 address: interface=\\:\\:1)",
+            message,
+        )
+        self.assertNotIn("_parse", message)
+
     def test_malformedEndpointPort(self) -> None:
         """
         A TCP endpoint whose port is not a number is refused, naming it.
