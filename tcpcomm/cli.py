@@ -41,7 +41,7 @@ from tcpcomm.client import (
 )
 from tcpcomm.connection import IFlowControlledTransport
 from tcpcomm.endpoints import checkTLSAvailable
-from tcpcomm.framers import Framer, FramingError, parseFraming
+from tcpcomm.framers import Framer, FramingError, LineAdapter, parseFraming
 
 PROG = "tcpcomm"
 
@@ -584,7 +584,13 @@ class _Upstream(Protocol):
         else:
             self._endOfFrames()
         if self._sent and not self._received:
-            hint = "" if isTLS(self.transport) else " (a TLS port? use tls:HOST:PORT)"
+            if isTLS(self.transport):
+                hint = ""
+            elif self.framer is None or isinstance(self.framer, LineAdapter):
+                hint = " (a TLS port? use tls:HOST:PORT)"
+            else:
+                # A binary framing's server refuses a bad frame without a word.
+                hint = " (a server of another framing? or a TLS port: tls:HOST:PORT)"
             self._decide(1, f"connection closed by {self.where} with no reply{hint}")
         self._decide(0)
         self._finish(self._code or 0)

@@ -379,6 +379,7 @@ def systemdActivationHint(
 _MISSING = re.compile(r"missing \d+ required positional argument: '(\w+)'")
 _UNKNOWN = re.compile(r"unexpected keyword argument '(\w+)'|present', \[(.*)\]")
 _NOT_NUMBER = re.compile(r"invalid literal for int\(\) with base 10: ('.*')")
+_TWICE = re.compile(r"got multiple values for argument '(\w+)'")
 
 
 def describeParseProblem(problem: BaseException) -> str:
@@ -397,6 +398,12 @@ def describeParseProblem(problem: BaseException) -> str:
         return f"unknown parameter {found[2] or repr(found[1])}"
     if found := _NOT_NUMBER.search(message):
         return f"{found[1]} is not a number"
+    if found := _TWICE.search(message):
+        # Most often an IPv6 address whose colons split it into arguments.
+        return (
+            f"{found[1]} given twice, or a value holds a ':' that is not"
+            " escaped (an IPv6 address: interface=\\:\\:1)"
+        )
     return message or type(problem).__name__
 
 

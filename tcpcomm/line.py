@@ -733,6 +733,7 @@ class LineProtocol(ConnectionProtocol):
             except _CannotAnswer:
                 for later in results[index + 1 :]:
                     if isinstance(later, Deferred):
+                        later.addErrback(self._abandonedFailed)
                         later.cancel()
                     elif inspect.iscoroutine(later):
                         later.close()
@@ -891,6 +892,17 @@ class LineProtocol(ConnectionProtocol):
                 "Handler failed on a message from {peer}", failure, peer=self.peer
             )
         self._settle(_FAILED, slot)
+
+    def _abandonedFailed(self, failure: Failure) -> None:
+        """
+        A handler whose message will never be answered (a message before it
+        could not be) failed: its cancellation is expected, anything else is
+        logged.
+        """
+        if not failure.check(CancelledError):
+            self._log.failure(
+                "Handler failed on a message from {peer}", failure, peer=self.peer
+            )
 
     def _handlerTimedOut(self, slot: Slot) -> None:
         """

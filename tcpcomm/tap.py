@@ -39,6 +39,7 @@ from tcpcomm.endpoints import (
     systemdActivationHint,
     systemdIndexDescriptor,
 )
+from tcpcomm.framers.line import LineAdapter
 from tcpcomm.framers.spec import parseFraming
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH
 from tcpcomm.hostport import splitHostPort
@@ -565,11 +566,20 @@ class Options(usage.Options):
         Parse C{--framing}, and refuse the options that belong to lines when
         it is not C{line}.
         """
+        spec = self["framing"]
         try:
-            parseFraming(self["framing"])
+            framer = parseFraming(spec)()
         except ValueError as e:
             raise usage.UsageError(f"--{e}") from None
-        if self["framing"].partition(":")[0] == "line":
+        if isinstance(framer, LineAdapter):
+            if any(field.startswith("max=") for field in spec.split(":")):
+                # line:max=N is the line limit, in every mode (chat too).
+                if "max-line-length" in self.given:
+                    raise usage.UsageError(
+                        f"--max-line-length and --framing {spec} both set the"
+                        " longest line: give one"
+                    )
+                self["max-line-length"] = framer.framer.maxLineLength
             return
         if protocol == "chat":
             raise usage.UsageError(

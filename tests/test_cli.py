@@ -1459,6 +1459,19 @@ class FramedSendTests(SynchronousTestCase):
         [line] = result.errorLines()
         self.assertIn("closed inside a frame", line)
 
+    def test_closedWithNoReply(self) -> None:
+        """
+        A server that closes without a reply (as one of another binary
+        framing does): status 1 and one line hinting at another framing as
+        well as at TLS.
+        """
+        result, received = self.send(b"", "--framing", "length:4", "x")
+        self.assertEqual(received, b"\x00\x00\x00\x01x")
+        self.assertEqual((result.code, result.stdout), (1, b""))
+        [line] = result.errorLines()
+        self.assertIn("with no reply (a server of another framing?", line)
+        self.assertIn("tls:HOST:PORT", line)
+
     def test_badCommandLines(self) -> None:
         """
         A bad spec, C{--hex} without C{--framing}, TEXT that is not hex, and

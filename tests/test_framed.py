@@ -13,10 +13,11 @@ lingering.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
@@ -350,6 +351,44 @@ class FramedPromisesMixin(_Base):
             "handler broke",
         )
         self.flushLoggedErrors(RuntimeError)
+
+    def test_laterHandlerAfterFailure(self) -> None:
+        """
+        A handler still running for a frame after one whose handler failed
+        (gave no reply), in the same read, is cancelled quietly (no unhandled
+        error) where the framing closes, and answered in order where it
+        answers in band.
+        """
+        waiting: list[Deferred[bytes]] = []
+        cancelled: list[bytes] = []
+
+        def handler(payload: bytes) -> Any:
+            if payload == self.request(1):
+                return 42  # No reply: a failure that leaves no traceback.
+            if payload == self.request(2):
+                waiting.append(Deferred(lambda d: cancelled.append(payload)))
+                return waiting[-1]
+            return payload
+
+        transport = self.connect(handler)
+        transport.protocol.dataReceived(self.frames(0, 1, 2))
+        if self.failures == "close":
+            self.assertEqual(cancelled, [self.request(2)])
+            self.assertEqual(self.replies(transport), [self.request(0)])
+            waiting.clear()
+            gc.collect()
+            self.assertEqual(self.flushLoggedErrors(CancelledError), [])
+        else:
+            self.assertEqual(cancelled, [])
+            waiting[0].callback(self.request(2))
+            self.assertEqual(
+                self.replies(transport),
+                [
+                    self.request(0),
+                    self.inPlace(1, INTERNAL_ERROR, SERVER_DEVICE_FAILURE),
+                    self.request(2),
+                ],
+            )
 
     def test_handlerTimesOut(self) -> None:
         """

@@ -524,6 +524,17 @@ class FixedFramerTests(SynchronousTestCase):
         framer.feed(b"ab")
         self.assertRaises(FramingError, framer.end)
 
+    def test_endInsideFrameSaysHowMuch(self) -> None:
+        """
+        The error at the end of input inside a frame counts the bytes held,
+        in words: C{1 byte}, C{2 bytes}.
+        """
+        for held, words in ((b"a", "(1 byte held)"), (b"ab", "(2 bytes held)")):
+            framer = FixedFramer(3)
+            framer.feed(held)
+            error = self.assertRaises(FramingError, framer.end)
+            self.assertEqual(error.reason, f"input ended inside a frame {words}")
+
     def test_encodeAsItIs(self) -> None:
         """
         Replies are sent as they are, whatever their length.
@@ -728,6 +739,10 @@ class ParseFramingTests(SynchronousTestCase):
             "fixed": "needs its N",
             "modbus:max=3": "unknown parameter 'max' for modbus (known: none)",
             "line:max=0": "max must be at least 1",
+            "line:max=1073741825": "max must be from -1073741824 to 1073741824",
+            "fixed:99999999999": "N must be from -1073741824 to 1073741824",
+            "length:8:max=99999999999999": "max must be from",
+            "length:4:adjust=-99999999999": "adjust must be from",
         }
         for spec, expected in cases.items():
             error = self.assertRaises(ValueError, parseFraming, spec)
@@ -735,6 +750,20 @@ class ParseFramingTests(SynchronousTestCase):
             self.assertTrue(message.startswith(f"framing {spec!r}: "), message)
             self.assertIn(expected, message)
             self.assertNotIn("\n", message)
+
+    def test_hugeNumbers(self) -> None:
+        """
+        A size of thousands of digits is refused in one short line, not
+        quoted whole nor in C{int()}'s words; the largest allowed, 1 GiB, is
+        taken.
+        """
+        spec = "netstring:max=" + "9" * 5000
+        message = str(self.assertRaises(ValueError, parseFraming, spec))
+        self.assertLess(len(message), 200)
+        self.assertIn("max must be from -1073741824 to 1073741824 (1 GiB)", message)
+        self.assertNotIn("int_max_str_digits", message)
+        parseFraming("fixed:1073741824")
+        parseFraming("line:max=1073741824")
 
 
 class ExportsTests(SynchronousTestCase):
@@ -755,3 +784,38 @@ class ExportsTests(SynchronousTestCase):
             if not name.startswith("_") and callable(value)
         }
         self.assertEqual(public - set(tcpcomm.framers.__all__), set())
+
+
+class EncodeErrorTests(SynchronousTestCase):
+    """
+    The reasons L{Framer.encode} gives name what it was given as a payload
+    or a frame: clients send with C{encode} too, so it is not always a reply.
+    """
+
+    def test_reasons(self) -> None:
+        """
+        Each framing's refusal of a payload says what is wrong with it,
+        without calling it a reply.
+        """
+        for framer, payload, reason in (
+            (LineAdapter(), b"a\nb", "payload holds an LF"),
+            (DelimiterFramer(b"\x00"), b"a\x00", "payload holds the delimiter 0x00"),
+            (StxEtxFramer(), b"a\x03", "payload holds ETX (0x03)"),
+            (
+                LengthFieldFramer(1),
+                bytes(300),
+                "payload of 300 bytes does not fit a 1-byte length field with adjust 0",
+            ),
+            (
+                ModbusFramer(),
+                b"hello",
+                "frame of 5 bytes is shorter than its 6-byte header",
+            ),
+            (
+                LengthFieldFramer(2, strip=0),
+                b"\x00\x05ab",
+                "frame of 4 bytes says it is 7 bytes long",
+            ),
+        ):
+            error = self.assertRaises(FramingError, framer.encode, payload)
+            self.assertEqual(error.reason, reason)

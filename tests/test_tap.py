@@ -313,6 +313,20 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("'tcp:8000:bogus=1': unknown parameter 'bogus'", message)
         self.assertNotIn("_parse", message)
 
+    def test_unescapedColonInEndpoint(self) -> None:
+        """
+        An IPv6 interface whose colons are not escaped (so that Twisted's
+        parser sees an argument twice) is refused in words that show the
+        escape, not as the private parser function's complaint.
+        """
+        message = usageError(self, ["-p", "tcp6:8000:interface=::1"])
+        self.assertIn(
+            "'tcp6:8000:interface=::1': interface given twice, or a value holds"
+            " a ':' that is not escaped (an IPv6 address: interface=\\:\\:1)",
+            message,
+        )
+        self.assertNotIn("_parse", message)
+
     def test_malformedEndpointPort(self) -> None:
         """
         A TCP endpoint whose port is not a number is refused, naming it.
@@ -1074,6 +1088,29 @@ class FramingOptionTests(SynchronousTestCase):
             )
             self.assertIn(f"{args[0]} applies to --framing line only", message)
             self.assertIn("netstring", message)
+
+    def test_lineMaxIsTheLineLimit(self) -> None:
+        """
+        C{--framing line:max=N} is the longest line in every mode that takes
+        lines, chat included, as C{--max-line-length N} would be.
+        """
+        for protocol in ("line", "chat", "relay"):
+            config = parse(self, inMode(protocol, ["--framing", "line:max=10"]))
+            factory = makeFactory(config)
+            self.assertEqual(factory.maxLineLength, 10, protocol)  # type: ignore[attr-defined]
+
+    def test_lineMaxAndMaxLineLength(self) -> None:
+        """
+        C{--framing line:max=N} with C{--max-line-length}: two limits for one
+        thing, refused in one line naming both, whether they agree or not.
+        """
+        for length in ("200", "10"):
+            message = usageError(
+                self,
+                ["--framing", "line:max=10", "--max-line-length", length],
+            )
+            self.assertIn("--max-line-length and --framing line:max=10", message)
+            self.assertNotIn("\n", message)
 
     def test_framingInRelay(self) -> None:
         """

@@ -235,7 +235,11 @@ class BufferFramer:
         @raise FramingError: If C{rest} is a partial frame.
         """
         if rest:
-            raise FramingError(f"input ended inside a frame ({len(rest)} bytes held)")
+            held = len(rest)
+            raise FramingError(
+                f"input ended inside a frame ({held} byte{'' if held == 1 else 's'}"
+                " held)"
+            )
         return []
 
     def encodeAll(self, payloads: list[bytes]) -> bytes:

@@ -92,7 +92,7 @@ class DelimiterFramer(BufferFramer):
             raise frameTooLong(self.maxLength)
         frame = payload + self.delimiter
         if frame.find(self.delimiter) != len(payload):
-            raise FramingError(f"reply holds the delimiter 0x{self.delimiter.hex()}")
+            raise FramingError(f"payload holds the delimiter 0x{self.delimiter.hex()}")
         return frame
 
     def _checkTail(self, tail: bytes | bytearray) -> None:

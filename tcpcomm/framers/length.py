@@ -248,13 +248,13 @@ class LengthFieldFramer(BufferFramer):
         if self.strip < header:
             if len(payload) < header:
                 raise FramingError(
-                    f"reply of {len(payload)} bytes is shorter than"
-                    f" the {header}-byte header"
+                    f"frame of {len(payload)} bytes is shorter than"
+                    f" its {header}-byte header"
                 )
             length = self.frameLength(payload)
             if length != len(payload):
                 raise FramingError(
-                    f"reply of {len(payload)} bytes says it is {length} bytes long"
+                    f"frame of {len(payload)} bytes says it is {length} bytes long"
                 )
             return bytes(payload)
         length = len(payload)
@@ -264,7 +264,7 @@ class LengthFieldFramer(BufferFramer):
         # value < 256 ** size, without the power.
         if value < 0 or value >> (size << 3):
             raise FramingError(
-                f"reply of {length} bytes does not fit"
+                f"payload of {length} bytes does not fit"
                 f" a {size}-byte length field with adjust {self.adjust}"
             )
         if offset:

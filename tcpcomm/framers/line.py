@@ -82,7 +82,7 @@ class LineAdapter:
             C{payload} is dropped by the peer's line framer.)
         """
         if 0x0A in payload:
-            raise FramingError("reply holds an LF")
+            raise FramingError("payload holds an LF")
         if len(payload) > self.framer.maxLineLength:
             raise self._tooLong([])
         return payload + self.delimiter

@@ -29,6 +29,12 @@ The framings' names, as a specification starts.
 """
 
 _INTEGER = re.compile(r"-?[0-9]+")
+
+_MOST = 1 << 30
+"""
+The largest size or offset a specification may give, either way: 1 GiB, as
+C{--max-line-length}; a frame any longer would be held whole in memory.
+"""
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
 # For each framing: whether it takes one positional argument, and the
@@ -71,7 +77,8 @@ def parseFraming(spec: str) -> Callable[[], Framer]:
     try:
         return _parse(spec)
     except ValueError as error:
-        raise ValueError(f"framing {spec!r}: {error}") from None
+        shown = spec if len(spec) <= 60 else spec[:60] + "..."
+        raise ValueError(f"framing {shown!r}: {error}") from None
 
 
 def framerFactory(framing: str | Callable[[], Framer]) -> Callable[[], Framer]:
@@ -158,10 +165,16 @@ def _parse(spec: str) -> Callable[[], Framer]:
 def _integer(name: str, text: str) -> int:
     """
     @return: C{text} as a decimal integer.
-    @raise ValueError: If it is not one.
+    @raise ValueError: If it is not one, or one beyond 1 GiB either way.
     """
     if not _INTEGER.fullmatch(text):
         raise ValueError(f"{name} must be a whole number, not {text!r}")
+    # The length first: int() refuses over 4300 digits, in words of its own.
+    if len(text) > 11 or abs(int(text)) > _MOST:
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise ValueError(
+            f"{name} must be from -{_MOST} to {_MOST} (1 GiB), not {shown}"
+        )
     return int(text)
 
 

@@ -89,5 +89,5 @@ class StxEtxFramer(BufferFramer):
         if len(payload) > self.maxLength:
             raise frameTooLong(self.maxLength)
         if ETX in payload:
-            raise FramingError("reply holds ETX (0x03)")
+            raise FramingError("payload holds ETX (0x03)")
         return b"\x02" + payload + b"\x03"
