@@ -368,6 +368,7 @@ class RelayFactory(LineFactory):
             raise ValueError(f"tagging needs line framing, not {self.framing}")
         self.upstream = upstream
         self.tag = tag
+        self._noun = "line" if self.encode is None else "message"
         self.relayStats = RelayStats()
         self._queue = RelayQueue(queueLimit, self.relayStats, queueBytes)
         self._retryPolicy = retryPolicy
@@ -455,8 +456,9 @@ class RelayFactory(LineFactory):
             if count:
                 self._log.warn(
                     "Upstream {upstream} unavailable and its queue full"
-                    " ({lines} lines, {bytes} bytes queued; limits {limit}"
-                    " lines, {byteLimit} bytes): refused {count} line(s)",
+                    " ({lines} {noun}s, {bytes} bytes queued; limits {limit}"
+                    " {noun}s, {byteLimit} bytes): refused {count} {noun}(s)",
+                    noun=self._noun,
                     upstream=self._where,
                     lines=len(self._queue),
                     bytes=self._queue.queuedBytes,
@@ -537,7 +539,8 @@ class RelayFactory(LineFactory):
         self._client = client
         waiting = self._queue.open()
         self._log.info(
-            "Connected to upstream {upstream}; sending {count} queued line(s)",
+            "Connected to upstream {upstream}; sending {count} queued {noun}(s)",
+            noun=self._noun,
             upstream=self._where,
             count=len(waiting),
         )
@@ -554,8 +557,9 @@ class RelayFactory(LineFactory):
             self._closeUpstream()
             return
         self._log.warn(
-            "Lost upstream: {why}; queueing up to {limit} lines and"
+            "Lost upstream: {why}; queueing up to {limit} {noun}s and"
             " {byteLimit} bytes until it is back",
+            noun=self._noun,
             upstream=self._where,
             why=why,
             limit=self._queue.limit,
@@ -645,8 +649,9 @@ class RelayFactory(LineFactory):
 
     def _startUpstream(self) -> None:
         self._log.info(
-            "Relaying to {upstream} (tags: {tag}, queue limits {limit} lines,"
+            "Relaying to {upstream} (tags: {tag}, queue limits {limit} {noun}s,"
             " {byteLimit} bytes)",
+            noun=self._noun,
             upstream=self._where,
             tag="on" if self.tag else "off",
             limit=self._queue.limit,
@@ -769,7 +774,8 @@ class RelayFactory(LineFactory):
         if dropped:
             self._log.warn(
                 "Relay stopped with no connection to {upstream}: dropped"
-                " {count} queued line(s)",
+                " {count} queued {noun}(s)",
+                noun=self._noun,
                 upstream=self._where,
                 count=dropped,
             )
@@ -798,16 +804,18 @@ class RelayFactory(LineFactory):
         dropped = self._queue.drop()
         if dropped:
             self._log.warn(
-                "Upstream {upstream} did not take the last lines in time"
-                " ({timeout:g} s): dropped {count} queued line(s); aborting",
+                "Upstream {upstream} did not take the last {noun}s in time"
+                " ({timeout:g} s): dropped {count} queued {noun}(s); aborting",
+                noun=self._noun,
                 upstream=self._where,
                 timeout=timeout,
                 count=dropped,
             )
         else:
             self._log.warn(
-                "Upstream {upstream} did not take the last lines in time"
+                "Upstream {upstream} did not take the last {noun}s in time"
                 " ({timeout:g} s); aborting",
+                noun=self._noun,
                 upstream=self._where,
                 timeout=timeout,
             )

@@ -1525,6 +1525,7 @@ class FramedRelayTests(SynchronousTestCase):
         self.assertTrue(refused.protocol.lingering)
         self.assertFalse(other.protocol.closing)
         self.assertTrue(logged(logs, "No stx-etx reply"))
+        self.assertTrue(logged(logs, "refused 1 message(s)"))
 
     def test_badFrameFromUpstream(self) -> None:
         """
