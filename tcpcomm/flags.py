@@ -19,7 +19,6 @@ __all__ = [
     "ACTIVE",
     "CLOSING",
     "DISCONNECTED",
-    "FAILED",
     "HANDLING",
     "HELD",
     "HELD_FOR_PENDING",
@@ -35,6 +34,7 @@ __all__ = [
     "REFUSED",
     "SUBCLASS_FLAGS",
     "TIMED_OUT",
+    "UNANSWERED",
     "WANT_CLOSE",
     "WRITE_BLOCKED",
 ]
@@ -121,11 +121,10 @@ PACED = SUBCLASS_FLAGS << 3
 Set on each connection a paced factory makes: a flag set keeps its reads off
 the fast path, which would start a whole read's handlers at once.
 """
-FAILED = SUBCLASS_FLAGS << 4
+UNANSWERED = SUBCLASS_FLAGS << 4
 """
-The input could not be cut, or a binary framing could not answer a message:
-no more messages are handled, and the connection closes after the replies
-before it.
+A binary framing could not answer a message: no more messages are handled,
+and the connection closes after the replies before it.
 """
 LINE_SUBCLASS_FLAGS = SUBCLASS_FLAGS << 5
 """

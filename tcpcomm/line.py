@@ -34,7 +34,6 @@ from tcpcomm.connection import ConnectionExtra, ConnectionFactory, ConnectionPro
 from tcpcomm.flags import (
     ACTIVE,
     CLOSING,
-    FAILED,
     HANDLING,
     HELD_FOR_PENDING,
     LINE_SUBCLASS_FLAGS,
@@ -42,18 +41,26 @@ from tcpcomm.flags import (
     LINGERING,
     NOT_HANDLING,
     PACED,
+    UNANSWERED,
     WANT_CLOSE,
 )
 from tcpcomm.framers.base import Framer, FramingError
 from tcpcomm.framers.line import LineAdapter
-from tcpcomm.framers.modbus import (
-    GATEWAY_TARGET_FAILED,
-    SERVER_DEVICE_FAILURE,
-    ModbusFramer,
-    exceptionResponse,
-)
+from tcpcomm.framers.modbus import ModbusFramer
 from tcpcomm.framers.spec import framerFactory
 from tcpcomm.framing import DEFAULT_MAX_LINE_LENGTH, LineFramer
+from tcpcomm.replies import (
+    FAILED,
+    HANDLER_TIMEOUT,
+    INTERNAL_ERROR,
+    TIMED_OUT,
+    UNANSWERABLE,
+    BadReply,
+    CannotAnswer,
+    Failed,
+    ReplyFramer,
+    Unanswerable,
+)
 from tcpcomm.replyqueue import ReplyQueue, Slot
 
 __all__ = [
@@ -93,8 +100,6 @@ How many replies may wait for slow handlers on one connection before the
 server stops reading more messages from it.
 """
 
-INTERNAL_ERROR = b"ERROR internal error"
-HANDLER_TIMEOUT = b"ERROR handler timed out"
 IDLE_TIMEOUT = b"ERROR idle timeout"
 TOO_SLOW = b"ERROR too slow"
 
@@ -124,41 +129,6 @@ C{bytes.__bytes__} returns the very bytes object it is given (a message is
 always exactly C{bytes}), and being C it is called without a Python frame:
 about 320 instructions less per line than C{def echoLine(line): return
 line}, a sixth of a 16-line read.
-"""
-
-
-class _Failed:
-    """
-    The result of a handler that raised (or timed out): its message is
-    answered with the framing's failure reply.
-    """
-
-    __slots__ = ("timedOut",)
-
-    def __init__(self, timedOut: bool) -> None:
-        self.timedOut = timedOut
-
-
-_FAILED = _Failed(False)
-_TIMED_OUT = _Failed(True)
-
-
-class Unanswerable:
-    """
-    The type of L{UNANSWERABLE}.
-    """
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNANSWERABLE"
-
-
-UNANSWERABLE = Unanswerable()
-"""
-What L{LineProtocol.lineReceived} returns for a message that the framing
-gives no way to answer (a relay refusing a binary frame): the replies before
-it go out, then the connection closes, logged.
 """
 
 
@@ -210,19 +180,11 @@ class _LineExtra(ConnectionExtra):
         self.flush: IDelayedCall | None = None
 
 
-_NOT_PLAIN = HANDLING | WANT_CLOSE | HELD_FOR_PENDING | FAILED
+_NOT_PLAIN = HANDLING | WANT_CLOSE | HELD_FOR_PENDING | UNANSWERED
 """
 Flags under which handling messages has more to do afterwards
 (L{LineProtocol._afterHandling}).
 """
-
-
-class _CannotAnswer(Exception):
-    """
-    A binary framing has no way to answer this message (its handler failed,
-    or its reply cannot be framed): the connection must close after the
-    replies before it.
-    """
 
 
 class LineProtocol(ConnectionProtocol):
@@ -427,7 +389,7 @@ class LineProtocol(ConnectionProtocol):
         framer = self._framer or self._startFraming()
         if self.factory.makeFramer is not None:
             flags = self._flags
-            if flags & FAILED or (flags & WANT_CLOSE and flags & LINGER):
+            if flags & UNANSWERED or (flags & WANT_CLOSE and flags & LINGER):
                 # Closing for an error (or shutting down): no more messages,
                 # and a framer that failed is dead.
                 return
@@ -470,7 +432,7 @@ class LineProtocol(ConnectionProtocol):
                 last = framer.finish()
                 if last is not None:
                     self._handleLines([last])
-            elif not (flags & FAILED or (flags & WANT_CLOSE and flags & LINGER)):
+            elif not (flags & UNANSWERED or (flags & WANT_CLOSE and flags & LINGER)):
                 try:
                     frames = framer.end()
                 except FramingError as error:
@@ -557,7 +519,7 @@ class LineProtocol(ConnectionProtocol):
             )
             handled += len(chunk)
             self._sendReplies(self._callHandlers(handle, chunk), chunk)
-            if self._flags & FAILED:
+            if self._flags & UNANSWERED:
                 # A binary framing could not answer one: no more.
                 break
         self.linesHandled += handled
@@ -617,41 +579,15 @@ class LineProtocol(ConnectionProtocol):
         """
         queue = self._queue()
         if queue is None or not queue.waiting:
-            data = self._joinReplies(results)
+            join = self.factory.replies.join
+            data = join(results)
             if data is None and self._runCoroutines(results):
                 # Coroutines that returned without awaiting: join again.
-                data = self._joinReplies(results)
+                data = join(results)
             if data is not None:
                 self.send(data)
                 return
         self._replyInOrder(results, requests)
-
-    def _joinReplies(self, results: list[object]) -> bytes | None:
-        """
-        Frame and join C{results}, all in C, if every one is bytes that the
-        framing takes.
-
-        @return: The bytes to send, or C{None} if one result is not
-            (C{None}, a Deferred, a coroutine, a reply too long...).
-        """
-        factory = self.factory
-        if factory.modbus:
-            # Each reply is checked against its request: one by one.
-            return None
-        encode = factory.encode
-        if encode is None:
-            results.append(b"")
-            try:
-                return factory.delimiter.join(results)  # type: ignore[arg-type]
-            except TypeError:
-                return None
-            finally:
-                results.pop()
-        try:
-            return factory.encodeAll(results)  # type: ignore[arg-type, misc]
-        except Exception:
-            # One that is no bytes, or cannot be framed: one by one.
-            return None
 
     def _runCoroutines(self, results: list[object]) -> bool:
         """
@@ -678,7 +614,7 @@ class LineProtocol(ConnectionProtocol):
             queue is not None
             and queue.backlog
             and queue.room(self.factory.paced) > 0
-            and not self._flags & FAILED
+            and not self._flags & UNANSWERED
         ):
             # Messages arrived while we were busy here, and there is room.
             self._handleLines(queue.takeBacklog())
@@ -686,20 +622,20 @@ class LineProtocol(ConnectionProtocol):
         self._holdWhileFull()
         self._finishAfterPending()
 
-    def _handlerRaised(self) -> _Failed:
+    def _handlerRaised(self) -> Failed:
         """
         Log the exception a handler just raised; its message is answered as
         the framing answers failures.
         """
         self._log.failure("Handler failed on a message from {peer}", peer=self.peer)
-        return _FAILED
+        return FAILED
 
     def _startCoroutine(self, coroutine: Coroutine[Any, Any, Any]) -> object:
         """
         Run a handler's coroutine to its first wait.
 
         @return: Its result if it returned without waiting; else a
-            L{Deferred} of its result; L{_FAILED} if it raised.
+            L{Deferred} of its result; L{FAILED} if it raised.
         """
         try:
             yielded = coroutine.send(None)
@@ -729,8 +665,8 @@ class LineProtocol(ConnectionProtocol):
                 queue = self._await(result, requests[index])
                 continue
             try:
-                wire = self._wire(result, requests[index])
-            except _CannotAnswer:
+                wire = self._frameReply(result, requests[index])
+            except CannotAnswer:
                 for later in results[index + 1 :]:
                     if isinstance(later, Deferred):
                         later.addErrback(self._abandonedFailed)
@@ -750,68 +686,25 @@ class LineProtocol(ConnectionProtocol):
         if ready:
             self.send(b"".join(ready))
 
-    def _wire(self, result: object, request: bytes) -> bytes | None:
+    def _frameReply(self, result: object, request: bytes) -> bytes | None:
         """
-        Frame a handler's C{result} for C{request}: its reply as bytes to
-        send, or C{None} for no reply.
+        Frame a handler's C{result} for C{request} (see
+        L{ReplyFramer.wire}); a bad reply is logged and answered as a
+        failure.
 
-        @raise _CannotAnswer: If a binary framing has no answer for it.
+        @raise CannotAnswer: If the framing has no answer for it.
         """
-        if result is None:
-            return None
-        factory = self.factory
-        if result is UNANSWERABLE:
-            raise _CannotAnswer()
-        if isinstance(result, _Failed):
-            return self._failureReply(request, result.timedOut)
+        replies = self.factory.replies
         try:
-            payload = _toBytes(result)
-        except TypeError:
+            return replies.wire(result, request)
+        except BadReply as error:
             self._log.error(
-                "Handler gave {result!r} for a message from {peer}; expected"
-                " bytes, str, None, a Deferred or a coroutine",
-                result=result,
+                "Bad reply to a message from {peer} ({framing}): {reason}",
                 peer=self.peer,
-            )
-            return self._failureReply(request, False)
-        encode = factory.encode
-        if encode is None:
-            return payload + factory.delimiter
-        try:
-            wire = encode(payload)
-            if factory.modbus and wire[:2] != request[:2]:
-                raise FramingError(
-                    f"transaction id {wire[:2].hex()} is not the request's"
-                    f" {request[:2].hex()}"
-                )
-        except FramingError as error:
-            self._log.error(
-                "Handler's reply to {peer} cannot be framed as {framing}: {reason}",
-                peer=self.peer,
-                framing=factory.framing,
+                framing=self.factory.framing,
                 reason=error.reason,
             )
-            return self._failureReply(request, False)
-        return wire
-
-    def _failureReply(self, request: bytes, timedOut: bool) -> bytes:
-        """
-        The framing's answer to C{request} when its handler failed or timed
-        out: an C{ERROR} line, a MODBUS exception response.
-
-        @raise _CannotAnswer: If the framing has none.
-        """
-        factory = self.factory
-        encode = factory.encode
-        if encode is None:
-            return (HANDLER_TIMEOUT if timedOut else INTERNAL_ERROR) + factory.delimiter
-        if factory.modbus:
-            code = GATEWAY_TARGET_FAILED if timedOut else SERVER_DEVICE_FAILURE
-            try:
-                return encode(exceptionResponse(request, code))
-            except (ValueError, IndexError):
-                pass
-        raise _CannotAnswer()
+            return replies.failure(request, False)
 
     def _cannotAnswer(self, slot: Slot | None) -> None:
         """
@@ -828,7 +721,7 @@ class LineProtocol(ConnectionProtocol):
             framing=self.factory.framing,
             peer=self.peer,
         )
-        self._flags |= FAILED
+        self._flags |= UNANSWERED
         self._closeWith(None)
         self._flushPending()
 
@@ -891,7 +784,7 @@ class LineProtocol(ConnectionProtocol):
             self._log.failure(
                 "Handler failed on a message from {peer}", failure, peer=self.peer
             )
-        self._settle(_FAILED, slot)
+        self._settle(FAILED, slot)
 
     def _abandonedFailed(self, failure: Failure) -> None:
         """
@@ -917,7 +810,7 @@ class LineProtocol(ConnectionProtocol):
             peer=self.peer,
             timeout=self.factory.handlerTimeout,
         )
-        self._settle(_TIMED_OUT, slot)
+        self._settle(TIMED_OUT, slot)
         if slot.waiting is not None:
             slot.waiting.cancel()
 
@@ -943,8 +836,8 @@ class LineProtocol(ConnectionProtocol):
             wire: bytes | None = result + factory.delimiter
         else:
             try:
-                wire = self._wire(result, slot.request)
-            except _CannotAnswer:
+                wire = self._frameReply(result, slot.request)
+            except CannotAnswer:
                 self._cannotAnswer(slot)
                 return
         queue.settle(slot, wire)
@@ -1028,9 +921,9 @@ class LineProtocol(ConnectionProtocol):
         Over a connection limit: say so in an C{ERROR} line (line framing)
         and close.
         """
-        factory = self.factory
-        if factory.encode is None:
-            self.send(b"ERROR " + reason.encode() + factory.delimiter)
+        line = self.factory.replies.errorLine(b"ERROR " + reason.encode())
+        if line is not None:
+            self.send(line)
         self.lingeringClose()
 
     def tooSlow(self) -> None:
@@ -1098,23 +991,6 @@ class LineProtocol(ConnectionProtocol):
             self.closeWhenFlushed()
 
 
-_REPLY_TYPES = (bytes, str, bytearray, memoryview)
-"""
-What a handler may return as a reply: C{str} is sent as UTF-8, the others
-as they are.
-"""
-
-
-def _toBytes(reply: object) -> bytes:
-    if isinstance(reply, bytes):
-        return reply
-    if isinstance(reply, str):
-        return reply.encode("utf-8")
-    if isinstance(reply, (bytearray, memoryview)):
-        return bytes(reply)
-    raise TypeError(f"not a reply: {reply!r}")
-
-
 class LineFactory(ConnectionFactory):
     """
     Build L{LineProtocol}s that share one handler, one framing and one set
@@ -1127,6 +1003,7 @@ class LineFactory(ConnectionFactory):
         which are cut by L{LineFramer} and framed with C{delimiter}.
     @ivar encode: Frames one reply; C{None} for lines.
     @ivar encodeAll: Frames several replies as one block; C{None} for lines.
+    @ivar replies: Frames the handler's results (L{ReplyFramer}).
     @ivar modbus: Whether the framing is MODBUS TCP, whose failures have
         their own replies.
     @ivar delimiter: Appended to every reply (lines only): C{b"\\n"} or
@@ -1209,3 +1086,4 @@ class LineFactory(ConnectionFactory):
                 self.encodeAll = prototype.encodeAll
                 self.modbus = isinstance(prototype, ModbusFramer)
         self.maxLineLength = maxLineLength
+        self.replies = ReplyFramer(delimiter, self.encode, self.encodeAll, self.modbus)

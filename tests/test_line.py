@@ -340,10 +340,9 @@ class LineProtocolTests(SynchronousTestCase):
         self.assertEqual(
             transport.value(), INTERNAL_ERROR + b"\n" + INTERNAL_ERROR + b"\n"
         )
-        self.assertEqual(
-            [e["log_level"].name for e in logs.events if "result" in e],
-            ["error", "error"],
-        )
+        bad = [e for e in logs.events if "Bad reply" in e.get("log_format", "")]
+        self.assertEqual([e["log_level"].name for e in bad], ["error", "error"])
+        self.assertIn("handler gave 42", bad[0]["reason"])
 
     def test_overlongLine(self) -> None:
         """
@@ -1124,9 +1123,7 @@ class BinaryFramingTests(SynchronousTestCase):
         protocol.dataReceived(b"a\x00b\x00c\x00")
         self.assertEqual(transport.value(), b"a\x00")
         self.assertTrue(protocol.lingering)
-        self.assertTrue(
-            any("cannot be framed" in e.get("log_format", "") for e in logs.events)
-        )
+        self.assertTrue(any("delimiter" in str(e.get("reason")) for e in logs.events))
 
     def test_halfCloseInsideAFrame(self) -> None:
         """
