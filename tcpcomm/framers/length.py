@@ -66,7 +66,9 @@ class LengthFieldFramer(BufferFramer):
     """
 
     __slots__ = (
+        "_longestPayload",
         "_packField",
+        "_unpackField",
         "adjust",
         "maxLength",
         "offset",
@@ -131,11 +133,20 @@ class LengthFieldFramer(BufferFramer):
         self.strip = strip
         self.maxLength = maxLength
         code = _FIELD_CODES.get(size)
-        self._packField: Callable[[int], bytes] | None = (
-            Struct(("<" if order == "little" else ">") + code).pack
-            if code is not None and offset == 0 and strip == size
+        field = (
+            Struct(("<" if order == "little" else ">") + code)
+            if code is not None
             else None
         )
+        self._packField: Callable[[int], bytes] | None = (
+            field.pack if field is not None and offset == 0 and strip == size else None
+        )
+        self._unpackField: Callable[[bytes, int], tuple[int]] | None = (
+            None if field is None else field.unpack_from
+        )
+        # The longest payload encodeAll may frame at once: within max, and
+        # with a value that fits the field.
+        self._longestPayload = min(maxLength - size, 256**size - 1 + adjust)
 
     def cut(self, buffer: bytes | bytearray, frames: list[bytes]) -> int:
         """
@@ -170,9 +181,22 @@ class LengthFieldFramer(BufferFramer):
         # field's value plus extra, and must be from header to maxLength.
         extra = header + self.adjust
         maxLength = self.maxLength
-        fromBytes = int.from_bytes
         size = len(data)
         position = 0
+        unpack = self._unpackField
+        if unpack is not None:
+            # A field struct can read: no slice per frame.
+            while size - position >= header:
+                length = unpack(data, position + offset)[0] + extra
+                if length < header or length > maxLength:
+                    self.frameLength(data, position)  # raises, saying why
+                end = position + length
+                if end > size:
+                    break
+                frames.append(data[position + strip : end])
+                position = end
+            return position
+        fromBytes = int.from_bytes
         while size - position >= header:
             length = (
                 fromBytes(data[position + offset : position + header], order) + extra
@@ -198,16 +222,14 @@ class LengthFieldFramer(BufferFramer):
             return super().encodeAll(payloads)
         lengths = list(map(len, payloads))
         adjust = self.adjust
-        if (
-            max(lengths) + self.size > self.maxLength
-            or min(lengths) < adjust
-            or (max(lengths) - adjust) >> (self.size << 3)
+        if max(lengths) > self._longestPayload or (
+            adjust > 0 and min(lengths) < adjust
         ):
             # encode says which one fails, and why.
             return super().encodeAll(payloads)
         values = list(map(sub, lengths, repeat(adjust))) if adjust else lengths
         parts: list[bytes] = [b""] * (2 * len(payloads))
-        parts[::2] = map(pack, values)
+        parts[::2] = list(map(pack, values))
         parts[1::2] = payloads
         return b"".join(parts)
 
