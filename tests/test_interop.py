@@ -106,26 +106,11 @@ class Replies:
             self.done.callback(self.received)
 
 
-class Int32Client(Int32StringReceiver):
+class PipeliningClient:
     """
-    Sends every payload at once on connecting; collects the replies.
-    """
-
-    def __init__(self, payloads: Sequence[bytes]) -> None:
-        self.payloads = payloads
-        self.replies = Replies(len(payloads))
-
-    def connectionMade(self) -> None:
-        for payload in self.payloads:
-            self.sendString(payload)
-
-    def stringReceived(self, string: bytes) -> None:
-        self.replies.add(string)
-
-
-class NetstringClient(NetstringReceiver):
-    """
-    Sends every payload at once on connecting; collects the replies.
+    Sends every payload at once on connecting; collects the replies.  Mixed
+    into Twisted's receivers, whose C{sendString} and C{stringReceived} it
+    uses.
     """
 
     def __init__(self, payloads: Sequence[bytes]) -> None:
@@ -134,10 +119,22 @@ class NetstringClient(NetstringReceiver):
 
     def connectionMade(self) -> None:
         for payload in self.payloads:
-            self.sendString(payload)
+            self.sendString(payload)  # type: ignore[attr-defined]
 
     def stringReceived(self, string: bytes) -> None:
         self.replies.add(string)
+
+
+class Int32Client(PipeliningClient, Int32StringReceiver):
+    """
+    A pipelining client of Twisted's C{Int32StringReceiver}.
+    """
+
+
+class NetstringClient(PipeliningClient, NetstringReceiver):
+    """
+    A pipelining client of Twisted's C{NetstringReceiver}.
+    """
 
 
 async def pipeline(port: int, client: Int32Client | NetstringClient) -> list[bytes]:

@@ -7,6 +7,7 @@ C{LengthFieldBasedFrameDecoder}.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from itertools import repeat
 from operator import sub
 from struct import Struct
@@ -31,6 +32,16 @@ _FIELD_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 """
 The C{struct} codes of the length fields that one can pack.
 """
+
+
+def _readField(
+    size: int, order: Literal["big", "little"], data: bytes, at: int
+) -> tuple[int]:
+    """
+    Read a length field that C{struct} cannot (3 bytes), as C{unpack_from}
+    would: C{size} bytes at C{at}, as a 1-tuple.
+    """
+    return (int.from_bytes(data[at : at + size], order),)
 
 
 class LengthFieldFramer(BufferFramer):
@@ -141,8 +152,8 @@ class LengthFieldFramer(BufferFramer):
         self._packField: Callable[[int], bytes] | None = (
             field.pack if field is not None and offset == 0 and strip == size else None
         )
-        self._unpackField: Callable[[bytes, int], tuple[int]] | None = (
-            None if field is None else field.unpack_from
+        self._unpackField: Callable[[bytes, int], tuple[int, ...]] = (
+            partial(_readField, size, order) if field is None else field.unpack_from
         )
         # The longest payload encodeAll may frame at once: within max, and
         # with a value that fits the field.
@@ -169,14 +180,14 @@ class LengthFieldFramer(BufferFramer):
         """
         See L{BufferFramer.cutBytes}: L{cut}, with each payload one slice of
         C{data} and, unless a subclass overrides L{frameLength}, the length
-        field read here rather than by a call per frame.
+        field read here (with C{struct} where it can) rather than by a call
+        per frame.
         """
         if not self._inlineLength:
             return self.cut(data, frames)
         offset = self.offset
         header = offset + self.size
         strip = self.strip
-        order = self.order
         # frameLength's checks, inline: the frame's whole length is the
         # field's value plus extra, and must be from header to maxLength.
         extra = header + self.adjust
@@ -184,23 +195,8 @@ class LengthFieldFramer(BufferFramer):
         size = len(data)
         position = 0
         unpack = self._unpackField
-        if unpack is not None:
-            # A field struct can read: no slice per frame.
-            while size - position >= header:
-                length = unpack(data, position + offset)[0] + extra
-                if length < header or length > maxLength:
-                    self.frameLength(data, position)  # raises, saying why
-                end = position + length
-                if end > size:
-                    break
-                frames.append(data[position + strip : end])
-                position = end
-            return position
-        fromBytes = int.from_bytes
         while size - position >= header:
-            length = (
-                fromBytes(data[position + offset : position + header], order) + extra
-            )
+            length = unpack(data, position + offset)[0] + extra
             if length < header or length > maxLength:
                 self.frameLength(data, position)  # raises, saying why
             end = position + length
