@@ -518,7 +518,7 @@ class LineProtocol(ConnectionProtocol):
                 else lines[handled : handled + room]
             )
             handled += len(chunk)
-            self._sendReplies(self._callHandlers(handle, chunk), chunk)
+            self._sendReplies(self.answerLines(chunk, handle), chunk)
             if self._flags & UNANSWERED:
                 # A binary framing could not answer one: no more.
                 break
@@ -549,6 +549,21 @@ class LineProtocol(ConnectionProtocol):
             if call is not None and call.active():
                 call.cancel()
         extra.nextTurn = extra.flush = None
+
+    def answerLines(
+        self, lines: list[bytes], handle: Callable[[bytes], HandlerResult]
+    ) -> list[object]:
+        """
+        Answer consecutive messages that arrived together, in order.
+
+        By default, C{handle} (L{lineReceived}, or the factory's handler)
+        for each.  Subclasses that can do a batch's work at once (a chat
+        room sending one block of a read's lines to each member) override
+        this.
+
+        @return: One result per message, in any form a handler may return.
+        """
+        return self._callHandlers(handle, lines)
 
     def _callHandlers(
         self, handle: Callable[[bytes], HandlerResult], lines: list[bytes]
