@@ -9,6 +9,11 @@ C{TAG SP line} when tagging, C{TAG} being the sender's address
 upstream sends goes to every connected client or, when tagging, to the
 client its tag names, without the tag.
 
+The relay works a read at a time, not a line at a time: a client read's
+lines go upstream in one write (each line queued or refused just as it would
+be alone), and an upstream read's lines go to each client in one
+L{sendUnasked<ConnectionProtocol.sendUnasked>}.
+
 What the relay promises:
 
   - Lines go upstream in the order the relay read them, all clients
@@ -30,14 +35,15 @@ What the relay promises:
     most once a second: it is not sent to everyone, as it may be meant for
     one client only.
   - Memory is bounded.  Towards the upstream: the queue (C{queueBytes},
-    however long the lines), plus the upstream
-    connection's buffer (about 64 KiB, plus one flush of the queue); while
-    that buffer is full, reading from every client pauses, so lines wait in
-    the clients' sockets, not here.  Towards a client: lines from the
-    upstream are sent with L{ConnectionProtocol.sendUnasked}, so a client
-    that does not read is closed with C{ERROR too slow} once more than
-    C{maxPendingBytes} wait for it beyond its socket buffer, and neither the
-    relay nor the other clients ever wait for it.
+    however long the lines), plus the upstream connection's buffer (about
+    64 KiB, plus one flush of the queue or one client read's lines with
+    their tags); while that buffer is full, reading from every client
+    pauses, so lines wait in the clients' sockets, not here.  Towards a
+    client: lines from the upstream are sent with
+    L{ConnectionProtocol.sendUnasked}, so a client that does not read is
+    closed with C{ERROR too slow} once more than C{maxPendingBytes} wait
+    for it beyond its socket buffer, and neither the relay nor the other
+    clients ever wait for it.
   - Stopping: the upstream connection starts with the factory (first port
     listening) and stops once the factory has stopped (last port closed) and
     its last client has gone.  Lines still queued then are dropped, counted
