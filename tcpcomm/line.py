@@ -590,15 +590,19 @@ class LineProtocol(ConnectionProtocol):
         """
         Reply with the handlers' C{results} for the consecutive messages
         C{requests}, in order: in one write, joined in C, when every one is
-        bytes and no reply waits before them; otherwise by L{_replyInOrder}.
+        bytes and no reply waits before them; nothing, found in C, when every
+        one is C{None} (a relay's lines); otherwise by L{_replyInOrder}.
         """
         queue = self._queue()
         if queue is None or not queue.waiting:
             join = self.factory.replies.join
             data = join(results)
-            if data is None and self._runCoroutines(results):
-                # Coroutines that returned without awaiting: join again.
-                data = join(results)
+            if data is None:
+                if results.count(None) == len(results):
+                    return
+                if self._runCoroutines(results):
+                    # Coroutines that returned without awaiting: join again.
+                    data = join(results)
             if data is not None:
                 self.send(data)
                 return

@@ -221,8 +221,9 @@ class LineClient(Protocol):
             self._framesReceived(data)
             return
         framer = self._framer
-        for line in framer.feed(data):
-            self._dispatch(line)
+        lines = framer.feed(data)
+        if lines:
+            self.linesReceived(lines)
         if framer.overflowed:
             self._log.warn(
                 "Line from {peer} longer than {limit} bytes; closing",
@@ -247,8 +248,8 @@ class LineClient(Protocol):
         try:
             payloads = self._frames.feed(data)
         except FramingError as e:
-            for payload in e.frames:
-                self._dispatch(payload)
+            if e.frames:
+                self.linesReceived(e.frames)
             self._log.warn(
                 "Bad frame from {peer}: {reason}; closing",
                 peer=self.peer,
@@ -259,8 +260,17 @@ class LineClient(Protocol):
             )
             self.transport.abortConnection()
             return
-        for payload in payloads:
-            self._dispatch(payload)
+        if payloads:
+            self.linesReceived(payloads)
+
+    def linesReceived(self, lines: list[bytes]) -> None:
+        """
+        Lines (or frames' payloads) that arrived together, in order: each
+        answers the oldest waiting request, or goes to L{lineReceived}.
+        Subclasses that take a read's lines at once override this.
+        """
+        for line in lines:
+            self._dispatch(line)
 
     def _dispatch(self, line: bytes) -> None:
         if self._waiting:
@@ -276,13 +286,15 @@ class LineClient(Protocol):
         if self._frames is None:
             last = self._framer.finish()
             if last is not None:
-                self._dispatch(last)
+                self.linesReceived([last])
         elif self._lost is None:
             try:
-                for payload in self._frames.end():
-                    self._dispatch(payload)
+                payloads = self._frames.end()
             except FramingError as e:
                 self._truncated = e.reason
+            else:
+                if payloads:
+                    self.linesReceived(payloads)
         self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:

@@ -9,6 +9,11 @@ C{TAG SP line} when tagging, C{TAG} being the sender's address
 upstream sends goes to every connected client or, when tagging, to the
 client its tag names, without the tag.
 
+The relay works a read at a time, not a line at a time: a client read's
+lines go upstream in one write (each line queued or refused just as it would
+be alone), and an upstream read's lines go to each client in one
+L{sendUnasked<ConnectionProtocol.sendUnasked>}.
+
 What the relay promises:
 
   - Lines go upstream in the order the relay read them, all clients
@@ -30,14 +35,15 @@ What the relay promises:
     most once a second: it is not sent to everyone, as it may be meant for
     one client only.
   - Memory is bounded.  Towards the upstream: the queue (C{queueBytes},
-    however long the lines), plus the upstream
-    connection's buffer (about 64 KiB, plus one flush of the queue); while
-    that buffer is full, reading from every client pauses, so lines wait in
-    the clients' sockets, not here.  Towards a client: lines from the
-    upstream are sent with L{ConnectionProtocol.sendUnasked}, so a client
-    that does not read is closed with C{ERROR too slow} once more than
-    C{maxPendingBytes} wait for it beyond its socket buffer, and neither the
-    relay nor the other clients ever wait for it.
+    however long the lines), plus the upstream connection's buffer (about
+    64 KiB, plus one flush of the queue or one client read's lines with
+    their tags); while that buffer is full, reading from every client
+    pauses, so lines wait in the clients' sockets, not here.  Towards a
+    client: lines from the upstream are sent with
+    L{ConnectionProtocol.sendUnasked}, so a client that does not read is
+    closed with C{ERROR too slow} once more than C{maxPendingBytes} wait
+    for it beyond its socket buffer, and neither the relay nor the other
+    clients ever wait for it.
   - Stopping: the upstream connection starts with the factory (first port
     listening) and stops once the factory has stopped (last port closed) and
     its last client has gone.  Lines still queued then are dropped, counted
@@ -53,7 +59,7 @@ What the relay promises:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -92,8 +98,8 @@ from tcpcomm.relayqueue import (
     RelayQueue,
     RelayStats,
     addressTag,
+    groupByTag,
     tagLine,
-    untagLine,
 )
 
 __all__ = [
@@ -135,6 +141,14 @@ tagging, for its tag.
 
 UPSTREAM_UNAVAILABLE = b"ERROR upstream unavailable"
 
+_LINES_AT_ONCE = 65536
+"""
+How many of a client's lines the relay takes at once (the line engine's
+C{maxPending}): more than a read of 64 KiB can hold, so that each read's
+lines go upstream in one write.  The relay answers every line as it takes
+it, so no reply ever waits, however many this allows.
+"""
+
 
 class RelayProtocol(LineProtocol):
     """
@@ -161,22 +175,49 @@ class RelayProtocol(LineProtocol):
 
     def lineReceived(self, line: bytes) -> HandlerResult:
         """
-        Hand C{line} (a frame's payload) to the relay.
-
-        @return: C{None}, or if it was refused: C{ERROR upstream
-            unavailable} (lines), a MODBUS exception response with code 0x0A,
-            "gateway path unavailable" (C{modbus}), or L{UNANSWERABLE} (other
-            framings, which have no way to say so: the client is closed).
+        Hand C{line} (a frame's payload) to the relay, as L{answerLines}
+        does.
         """
-        refusal = self.factory.relayLine(self, line)
-        if refusal is None or self.factory.encode is None:
-            return refusal
-        if self.factory.modbus:
-            try:
-                return exceptionResponse(line, GATEWAY_PATH_UNAVAILABLE)
-            except ValueError:
-                pass
-        return UNANSWERABLE
+        [result] = self._relay([line])
+        return cast("HandlerResult", result)
+
+    def answerLines(
+        self, lines: list[bytes], handle: Callable[[bytes], HandlerResult]
+    ) -> list[object]:
+        """
+        Hand a read's C{lines} (frames' payloads) to the relay at once: they
+        go upstream in one write, or wait in the queue, or are refused, each
+        as L{RelayFactory.relayLines} decides.
+
+        @param handle: Not used: the relay answers the lines itself.
+        @return: For each line: C{None}, or if it was refused: C{ERROR
+            upstream unavailable} (lines), a MODBUS exception response with
+            code 0x0A, "gateway path unavailable" (C{modbus}), or
+            L{UNANSWERABLE} (other framings, which have no way to say so: the
+            client is closed).
+        """
+        return self._relay(lines)
+
+    def _relay(self, lines: list[bytes]) -> list[object]:
+        """
+        See L{answerLines}.
+        """
+        factory = self.factory
+        refusals = cast("list[object]", factory.relayLines(self, lines))
+        if factory.encode is None or refusals.count(None) == len(refusals):
+            return refusals
+        results: list[object] = []
+        for line, refusal in zip(lines, refusals, strict=True):
+            if refusal is None:
+                results.append(None)
+            elif factory.modbus:
+                try:
+                    results.append(exceptionResponse(line, GATEWAY_PATH_UNAVAILABLE))
+                except ValueError:
+                    results.append(UNANSWERABLE)
+            else:
+                results.append(UNANSWERABLE)
+        return results
 
     def isBusy(self) -> bool:
         """
@@ -202,7 +243,6 @@ class _UpstreamClient(LineClient):
         super().__init__(
             delimiter=relay.delimiter,
             maxLineLength=relay.maxLineLength + extra,
-            onLine=relay._fromUpstream,
             framing=relay.makeFramer,
         )
         self._relay = relay
@@ -226,6 +266,13 @@ class _UpstreamClient(LineClient):
         if not self._ready and not self.lost:
             self._ready = True
             self._relay._upstreamUp(self)
+
+    def linesReceived(self, lines: list[bytes]) -> None:
+        """
+        A read's lines (frames' payloads) from the upstream: to the clients,
+        all at once.
+        """
+        self._relay._fromUpstream(lines)
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
@@ -363,6 +410,7 @@ class RelayFactory(LineFactory):
             maxConnections=maxConnections,
             maxConnectionsPerHost=maxConnectionsPerHost,
             maxPendingBytes=maxPendingBytes,
+            maxPending=_LINES_AT_ONCE,
         )
         if tag and self.encode is not None:
             raise ValueError(f"tagging needs line framing, not {self.framing}")
@@ -441,18 +489,54 @@ class RelayFactory(LineFactory):
 
         @return: C{None}, or the C{ERROR} line for C{sender} if refused.
         """
+        [refusal] = self.relayLines(sender, [line])
+        return refusal
+
+    def relayLines(
+        self, sender: RelayProtocol, lines: list[bytes]
+    ) -> list[bytes | None]:
+        """
+        Forward, queue or refuse consecutive lines from C{sender}, each as
+        L{relayLine} would in turn: those forwarded go upstream in one write.
+
+        @return: For each line, C{None}, or the C{ERROR} line for C{sender}
+            if it was refused.
+        """
+        queue = self._queue
+        count = len(lines)
+        if queue.isOpen:
+            # The usual case: every line goes now (an open queue only counts
+            # them), tagged or framed and joined in C calls, in one write.
+            queue.offerAll(lines)
+            if count:
+                assert self._client is not None
+                self._client.transport.write(self._block(sender, lines))
+            return [None] * count
         if self.tag:
-            line = tagLine(sender.tag, line)
+            prefix = tagLine(sender.tag, b"")
+            lines = list(map(prefix.__add__, lines))
         elif self.encode is not None:
-            # Kept and sent as the framed bytes (the payload came through
-            # the same framing, so it fits).
-            line = self.encode(line)
-        disposition = self._queue.offer(line)
-        if disposition is Disposition.SEND:
-            assert self._client is not None
-            self._write(self._client, [line])
-        elif disposition is Disposition.REFUSED:
-            count = self._refusals.note(self.clock.seconds())
+            # Kept as the framed bytes (the payloads came through the same
+            # framing, so they fit).
+            lines = list(map(self.encode, lines))
+        dispositions = queue.offerAll(lines)
+        refused = dispositions.count(Disposition.REFUSED)
+        if not refused:
+            return [None] * count
+        self._noteRefusals(refused)
+        return [
+            UPSTREAM_UNAVAILABLE if disposition is Disposition.REFUSED else None
+            for disposition in dispositions
+        ]
+
+    def _noteRefusals(self, refused: int) -> None:
+        """
+        Count C{refused} lines toward the log, which says so at most once a
+        second.
+        """
+        now = self.clock.seconds()
+        for _ in range(refused):
+            count = self._refusals.note(now)
             if count:
                 self._log.warn(
                     "Upstream {upstream} unavailable and its queue full"
@@ -466,8 +550,20 @@ class RelayFactory(LineFactory):
                     byteLimit=self._queue.byteLimit,
                     count=count,
                 )
-            return UPSTREAM_UNAVAILABLE
-        return None
+
+    def _block(self, sender: RelayProtocol, lines: list[bytes]) -> bytes:
+        """
+        C{lines} from C{sender} as they go upstream together: tagged when
+        tagging, framed for other framings.
+        """
+        if self.tag:
+            prefix = tagLine(sender.tag, b"")
+            delimiter = self.delimiter
+            return prefix + (delimiter + prefix).join(lines) + delimiter
+        if self.encodeAll is None:
+            return self.delimiter.join(lines) + self.delimiter
+        # The payloads came through the same framing, so they fit.
+        return self.encodeAll(lines)
 
     def _send(self, client: _UpstreamClient, lines: list[bytes]) -> None:
         """
@@ -488,39 +584,79 @@ class RelayFactory(LineFactory):
 
     # Lines from the upstream to clients.
 
-    def _fromUpstream(self, line: bytes) -> None:
+    def _fromUpstream(self, lines: list[bytes]) -> None:
         """
-        Send a line from the upstream to every client, or to the one its tag
-        names.
+        Send a read's lines from the upstream to every client, in one
+        L{sendUnasked<ConnectionProtocol.sendUnasked>} each; or, when
+        tagging, each client's lines to it in one.
         """
         stats = self.relayStats
-        stats.received += 1
-        if not self.tag:
-            if self.encode is None:
-                data = line + self.delimiter
-            else:
-                try:
-                    data = self.encode(line)
-                except FramingError as error:
-                    stats.undeliverable += 1
-                    self._log.warn(
-                        "Dropped a message from upstream {upstream} that"
-                        " {framing} cannot carry: {reason}",
-                        upstream=self._where,
-                        framing=self.framing,
-                        reason=error.reason,
-                    )
-                    return
-            for protocol in list(self.connections):
-                if not protocol.closing:
-                    protocol.sendUnasked(data)
-                    stats.delivered += 1
+        stats.received += len(lines)
+        if self.tag:
+            self._routeByTag(lines)
             return
-        tagged = untagLine(line)
-        target = None if tagged is None else self._byTag.get(tagged[0])
-        if tagged is None or target is None or target.closing:
-            stats.undeliverable += 1
-            count = self._strays.note(self.clock.seconds())
+        if self.encode is None:
+            data = self.delimiter.join(lines) + self.delimiter
+            count = len(lines)
+        else:
+            data, count = self._frameAll(lines)
+            if not count:
+                return
+        for protocol in list(self.connections):
+            if not protocol.closing:
+                protocol.sendUnasked(data)
+                stats.delivered += count
+
+    def _frameAll(self, payloads: list[bytes]) -> tuple[bytes, int]:
+        """
+        Frame the payloads of a read from the upstream as one block; those
+        that the framing cannot carry are dropped, counted and logged.
+
+        @return: The block, and how many messages it holds.
+        """
+        assert self.encode is not None and self.encodeAll is not None
+        try:
+            return self.encodeAll(payloads), len(payloads)
+        except FramingError:
+            pass
+        framed = []
+        for payload in payloads:
+            try:
+                framed.append(self.encode(payload))
+            except FramingError as error:
+                self.relayStats.undeliverable += 1
+                self._log.warn(
+                    "Dropped a message from upstream {upstream} that"
+                    " {framing} cannot carry: {reason}",
+                    upstream=self._where,
+                    framing=self.framing,
+                    reason=error.reason,
+                )
+        return b"".join(framed), len(framed)
+
+    def _routeByTag(self, lines: list[bytes]) -> None:
+        """
+        Send each client the lines its tag names, in one
+        L{sendUnasked<ConnectionProtocol.sendUnasked>}; drop those naming no
+        connected client (or none at all), counted and logged.
+        """
+        stats = self.relayStats
+        groups, strays = groupByTag(lines)
+        delimiter = self.delimiter
+        for tag, rests in groups.items():
+            target = self._byTag.get(tag)
+            if target is None or target.closing:
+                strays.extend(tagLine(tag, rest) for rest in rests)
+                continue
+            rests.append(b"")
+            target.sendUnasked(delimiter.join(rests))
+            stats.delivered += len(rests) - 1
+        if not strays:
+            return
+        stats.undeliverable += len(strays)
+        now = self.clock.seconds()
+        for line in strays:
+            count = self._strays.note(now)
             if count:
                 self._log.warn(
                     "Dropped {count} line(s) from upstream {upstream} naming no"
@@ -529,9 +665,6 @@ class RelayFactory(LineFactory):
                     upstream=self._where,
                     line=line[:80],
                 )
-            return
-        target.sendUnasked(tagged[1] + self.delimiter)
-        stats.delivered += 1
 
     # The upstream connection's state.
 

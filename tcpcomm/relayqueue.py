@@ -2,11 +2,12 @@
 """
 The relay's bookkeeping, with no Twisted and no I/O.
 
-L{RelayQueue} decides, line by line, whether a line goes upstream now,
-waits, or is refused, and keeps waiting lines in order; L{addressTag},
-L{tagLine} and L{untagLine} put a sender's address on a line and take it
-off again; L{LogThrottle} keeps a repeated warning from flooding the log.
-L{tcpcomm.relay} does the networking.
+L{RelayQueue} decides, for a line or a read's lines at once, whether a
+line goes upstream now, waits, or is refused, and keeps waiting lines in
+order; L{addressTag}, L{tagLine} and L{untagLine} put a sender's address on
+a line and take it off again, and L{groupByTag} sorts a read's lines from
+the upstream by their tags; L{LogThrottle} keeps a repeated warning from
+flooding the log.  L{tcpcomm.relay} does the networking.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "RelayQueue",
     "RelayStats",
     "addressTag",
+    "groupByTag",
     "tagLine",
     "untagLine",
 ]
@@ -138,6 +140,33 @@ class RelayQueue:
         self.stats.queued += 1
         return Disposition.QUEUED
 
+    def offerAll(self, lines: list[bytes]) -> list[Disposition]:
+        """
+        Decide for consecutive lines at once, exactly as L{offer} would one
+        after the other, and count them.
+
+        While open, every line is C{SEND}: the caller sends them together.
+        While closed, lines that all fit are queued together; otherwise each
+        is decided in turn, so that a line that does not fit is C{REFUSED}
+        and a later, shorter one may still be C{QUEUED}.
+
+        @return: One disposition per line, in order.
+        """
+        count = len(lines)
+        if self.isOpen:
+            self.stats.forwarded += count
+            return [Disposition.SEND] * count
+        size = self.queuedBytes + sum(map(len, lines))
+        byteLimit = self.byteLimit
+        if len(self._waiting) + count <= self.limit and (
+            byteLimit is None or size <= byteLimit
+        ):
+            self._waiting.extend(lines)
+            self.queuedBytes = size
+            self.stats.queued += count
+            return [Disposition.QUEUED] * count
+        return [self.offer(line) for line in lines]
+
     def open(self) -> list[bytes]:
         """
         The upstream can take lines now.
@@ -207,6 +236,28 @@ def untagLine(line: bytes) -> tuple[bytes, bytes] | None:
     if not (tag and space):
         return None
     return tag, rest
+
+
+def groupByTag(lines: list[bytes]) -> tuple[dict[bytes, list[bytes]], list[bytes]]:
+    """
+    Sort a read's lines from the upstream by their tags, each split as
+    L{untagLine} splits it.
+
+    @return: C{(groups, untagged)}: for each tag, in the order tags first
+        appear, the rest of its lines, in order; and the lines with no tag,
+        in order.
+    """
+    groups: dict[bytes, list[bytes]] = {}
+    untagged: list[bytes] = []
+    for line in lines:
+        tag, space, rest = line.partition(b" ")
+        if not (tag and space):
+            untagged.append(line)
+        elif (group := groups.get(tag)) is None:
+            groups[tag] = [rest]
+        else:
+            group.append(rest)
+    return groups, untagged
 
 
 class LogThrottle:

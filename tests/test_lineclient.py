@@ -92,6 +92,28 @@ class LineClientTests(SynchronousTestCase):
         client.dataReceived(b"hi\n")
         self.assertEqual(seen, [b"HI"])
 
+    def test_linesReceivedGetsARead(self) -> None:
+        """
+        A subclass overriding C{linesReceived} gets each read's lines (or
+        frames' payloads) in one call, in order, and a last unterminated
+        line at half-close in one more.
+        """
+        seen: list[list[bytes]] = []
+
+        class Batching(LineClient):
+            def linesReceived(self, lines: list[bytes]) -> None:
+                seen.append(lines)
+
+        client = Batching()
+        connected(client)
+        client.dataReceived(b"a\nb\r\nc")
+        client.dataReceived(b"\nd")
+        client.readConnectionLost()
+        framed = Batching(framing="netstring")
+        connected(framed)
+        framed.dataReceived(b"1:x,2:yz,")
+        self.assertEqual(seen, [[b"a", b"b"], [b"c"], [b"d"], [b"x", b"yz"]])
+
     def test_cancelKeepsOrder(self) -> None:
         """
         A cancelled request fails with C{CancelledError}, and its reply, when

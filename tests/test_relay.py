@@ -57,7 +57,9 @@ from tcpcomm.relayqueue import (
     Disposition,
     LogThrottle,
     RelayQueue,
+    RelayStats,
     addressTag,
+    groupByTag,
     tagLine,
     untagLine,
 )
@@ -194,6 +196,63 @@ class RelayQueueTests(SynchronousTestCase):
         self.assertRaises(ValueError, RelayQueue, 10, None, -1)
 
 
+class OfferAllTests(SynchronousTestCase):
+    """
+    L{RelayQueue.offerAll}: a read's lines decided at once, as L{offer}
+    would one by one.
+    """
+
+    def test_openSendsAll(self) -> None:
+        """
+        While open, every line is to be sent now, and all are counted
+        forwarded.
+        """
+        queue = RelayQueue(1, byteLimit=1)
+        queue.open()
+        self.assertEqual(queue.offerAll([b"a", b"bb", b"c"]), [Disposition.SEND] * 3)
+        self.assertEqual((len(queue), queue.stats.forwarded), (0, 3))
+
+    def test_closedQueuesWhatFits(self) -> None:
+        """
+        While closed, lines that fit both bounds all wait, in order, their
+        bytes counted; opening hands them back.
+        """
+        queue = RelayQueue(3, byteLimit=6)
+        queue.offer(b"0")
+        self.assertEqual(queue.offerAll([b"12", b"345"]), [Disposition.QUEUED] * 2)
+        self.assertEqual((len(queue), queue.queuedBytes), (3, 6))
+        self.assertEqual(queue.stats.queued, 3)
+        self.assertEqual(queue.open(), [b"0", b"12", b"345"])
+
+    def test_decidesAsOfferWould(self) -> None:
+        """
+        A batch that does not fit is decided line by line, exactly as
+        C{offer} decides: a line over the byte bound is refused and a later,
+        shorter one still waits, until the line bound refuses the rest.
+        """
+        lines = [b"a" * 100, b"b" * 200, b"c" * 30, b"d" * 120, b"e" * 10, b"", b"f"]
+        expected = [Disposition.QUEUED, Disposition.REFUSED, Disposition.QUEUED]
+        expected += [Disposition.QUEUED, Disposition.REFUSED, Disposition.QUEUED]
+        expected += [Disposition.REFUSED]
+        batch = RelayQueue(4, byteLimit=250)
+        single = RelayQueue(4, byteLimit=250)
+        self.assertEqual(batch.offerAll(lines), expected)
+        self.assertEqual([single.offer(line) for line in lines], expected)
+        self.assertEqual(batch.stats, single.stats)
+        self.assertEqual(batch.queuedBytes, 250)
+        self.assertEqual(batch.open(), [lines[0], lines[2], lines[3], lines[5]])
+
+    def test_empty(self) -> None:
+        """
+        An empty batch decides nothing and counts nothing, open or closed.
+        """
+        queue = RelayQueue(0, byteLimit=0)
+        self.assertEqual(queue.offerAll([]), [])
+        queue.open()
+        self.assertEqual(queue.offerAll([]), [])
+        self.assertEqual(queue.stats, RelayStats())
+
+
 class TagTests(SynchronousTestCase):
     """
     Putting a sender's address on a line and taking it off.
@@ -222,6 +281,19 @@ class TagTests(SynchronousTestCase):
         self.assertIsNone(untagLine(b"untagged"))
         self.assertIsNone(untagLine(b" leading space"))
         self.assertIsNone(untagLine(b""))
+
+    def test_groupByTag(self) -> None:
+        """
+        C{groupByTag} gathers each tag's lines, without the tag, in order,
+        tags in the order they first appear; lines without a tag are kept
+        apart, whole and in order.
+        """
+        groups, untagged = groupByTag(
+            [b"b x", b"a 1", b"notag", b"b y z", b"a ", b" lead", b"a 2"]
+        )
+        self.assertEqual(groups, {b"b": [b"x", b"y z"], b"a": [b"1", b"", b"2"]})
+        self.assertEqual(list(groups), [b"b", b"a"])
+        self.assertEqual(untagged, [b"notag", b" lead"])
 
     def test_addressTagOfIPAddresses(self) -> None:
         """
@@ -1466,6 +1538,245 @@ class RelayTLSTests(TestCase):
         self.assertEqual(relay.queuedLines, 1)
         self.assertEqual(relay.relayStats.forwarded, 0)
         self.assertFalse(relay.upstreamConnected)
+
+
+def recordWrites(
+    case: SynchronousTestCase, transport: HalfCloseableStringTransport
+) -> list[bytes]:
+    """
+    Record each write to C{transport} (which still takes it), for the rest
+    of the test.
+    """
+    writes: list[bytes] = []
+    write = transport.write
+
+    def recording(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    case.patch(transport, "write", recording)
+    return writes
+
+
+def modbusRequest(transaction: int, registers: int) -> bytes:
+    """
+    A MODBUS TCP "write multiple registers" request for unit 1 with
+    transaction id C{transaction}: longer with more C{registers}.
+    """
+    pdu = (
+        b"\x10\x00\x00"
+        + bytes([0, registers, 2 * registers])
+        + b"\x00" * (2 * registers)
+    )
+    return bytes([0, transaction, 0, 0, 0, len(pdu) + 1, 1]) + pdu
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    The relay takes a read's lines at once, both ways: one write upstream
+    per client read, one write to each client per upstream read, and every
+    line decided as it would be alone.
+    """
+
+    def test_oneUpstreamWritePerRead(self) -> None:
+        """
+        A client read's lines go upstream in one write, however many it
+        holds (2,000 here), and each read in its own.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        writes = recordWrites(self, upstream)
+        a, b = connectClient(factory, 1001), connectClient(factory, 1002)
+        many = b"".join(b"%d\n" % i for i in range(2000))
+        a.protocol.dataReceived(b"a1\na2\r\na3\npart")
+        b.protocol.dataReceived(many)
+        a.protocol.dataReceived(b"ial\n")
+        self.assertEqual(writes, [b"a1\na2\na3\n", many, b"partial\n"])
+        self.assertEqual(factory.relayStats.forwarded, 2004)
+        self.assertEqual((a.value(), b.value()), (b"", b""))
+
+    def test_oneTaggedWritePerRead(self) -> None:
+        """
+        With tagging, each line of a read carries its sender's tag, and the
+        read goes upstream in one write.
+        """
+        factory, endpoint, _clock = startRelay(tag=True, delimiter=b"\r\n")
+        upstream = endpoint.accept()
+        writes = recordWrites(self, upstream)
+        client = connectClient(factory, IPv6Address("TCP", "::1", 5556))
+        client.protocol.dataReceived(b"one\ntwo words\n\n")
+        self.assertEqual(
+            writes, [b"[::1]:5556 one\r\n[::1]:5556 two words\r\n[::1]:5556 \r\n"]
+        )
+
+    def test_oneFramedWritePerRead(self) -> None:
+        """
+        With another framing, a read's frames go upstream framed, in one
+        write.
+        """
+        factory, endpoint, _clock = startRelay(framing="netstring")
+        upstream = endpoint.accept()
+        writes = recordWrites(self, upstream)
+        client = connectClient(factory)
+        client.protocol.dataReceived(b"3:one,0:,5:three,2:")
+        self.assertEqual(writes, [b"3:one,0:,5:three,"])
+
+    def test_refusedInPlaceWithinARead(self) -> None:
+        """
+        With the upstream down, each line of one read is queued or refused
+        as it would be alone: a line past the byte bound is refused while a
+        later, shorter one waits, until the line bound refuses the rest; the
+        waiting lines go, in order, once it is up.
+        """
+        sizes = [100, 200, 30, 120, 10, 0, 1]
+        lines = [b"%c" % (ord("a") + i) * size for i, size in enumerate(sizes)]
+        read = b"".join(line + b"\n" for line in lines)
+        batch, batchEndpoint, _clock = startRelay(queueLimit=4, queueBytes=250)
+        single, singleEndpoint, _clock = startRelay(queueLimit=4, queueBytes=250)
+        batchClient, singleClient = connectClient(batch), connectClient(single)
+        batchClient.protocol.dataReceived(read)
+        for line in lines:
+            singleClient.protocol.dataReceived(line + b"\n")
+        self.assertEqual(batchClient.value(), ERROR * 3)
+        self.assertEqual(singleClient.value(), batchClient.value())
+        self.assertEqual(batch.relayStats, single.relayStats)
+        self.assertEqual((batch.queuedLines, batch.queuedBytes), (4, 250))
+        expected = b"".join(lines[i] + b"\n" for i in (0, 2, 3, 5))
+        self.assertEqual(batchEndpoint.accept().value(), expected)
+        self.assertEqual(singleEndpoint.accept().value(), expected)
+
+    def test_modbusRefusalsInPlace(self) -> None:
+        """
+        MODBUS requests of one read that the relay cannot take are answered
+        with exception 0x0A each, in their requests' order, while one that
+        fits between them waits and goes once the upstream is up.
+        """
+        factory, endpoint, _clock = startRelay(framing="modbus", queueBytes=16)
+        client = connectClient(factory)
+        long1, short, long3 = (
+            modbusRequest(1, 2),
+            modbusRequest(2, 0),
+            modbusRequest(3, 2),
+        )
+        self.assertEqual((len(long1), len(short)), (17, 13))
+        client.protocol.dataReceived(long1 + short + long3)
+        self.assertEqual(
+            client.value(),
+            b"\x00\x01\x00\x00\x00\x03\x01\x90\x0a\x00\x03\x00\x00\x00\x03\x01\x90\x0a",
+        )
+        self.assertFalse(client.protocol.closing)
+        self.assertEqual(endpoint.accept().value(), short)
+
+    def test_binaryRefusalWithinARead(self) -> None:
+        """
+        In a framing with no way to say "refused", the frames of a read up to
+        the refused one are relayed, and its sender is closed.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, _clock = startRelay(framing="stx-etx", queueLimit=1)
+        client = connectClient(factory)
+        client.protocol.dataReceived(b"\x02a\x03\x02b\x03")
+        self.assertTrue(client.protocol.lingering)
+        self.assertEqual(client.value(), b"")
+        self.assertEqual(endpoint.accept().value(), b"\x02a\x03")
+        self.assertTrue(logged(logs, "refused 1 message(s)"))
+
+    def test_heldWhileFullQueuesARead(self) -> None:
+        """
+        While the upstream connection is full, a read's lines all wait, and
+        go in one write, before newer lines, when it drains.
+        """
+        factory, endpoint, _clock = startRelay()
+        upstream = endpoint.accept()
+        writes = recordWrites(self, upstream)
+        client = connectClient(factory)
+        assert upstream.producer is not None
+        upstream.producer.pauseProducing()
+        client.protocol.dataReceived(b"1\n2\n3\n")
+        self.assertEqual((writes, factory.queuedLines), ([], 3))
+        upstream.producer.resumeProducing()
+        client.protocol.dataReceived(b"4\n5\n")
+        self.assertEqual(writes, [b"1\n2\n3\n", b"4\n5\n"])
+
+    def test_oneClientWritePerUpstreamRead(self) -> None:
+        """
+        Without tagging, each client gets an upstream read's lines in one
+        write, each line counted delivered once per client.
+        """
+        factory, endpoint, _clock = startRelay(delimiter=b"\r\n")
+        endpoint.accept()
+        clients = [connectClient(factory, port) for port in (1001, 1002, 1003)]
+        writes = [recordWrites(self, client) for client in clients]
+        endpoint.send(b"one\ntwo\r\nthr")
+        endpoint.send(b"ee\n")
+        self.assertEqual(writes, [[b"one\r\ntwo\r\n", b"three\r\n"]] * 3)
+        stats = factory.relayStats
+        self.assertEqual((stats.received, stats.delivered), (3, 9))
+
+    def test_oneFramedClientWritePerUpstreamRead(self) -> None:
+        """
+        With another framing, each client gets an upstream read's frames in
+        one write.
+        """
+        factory, endpoint, _clock = startRelay(framing="length:1")
+        endpoint.accept()
+        client = connectClient(factory)
+        writes = recordWrites(self, client)
+        endpoint.send(b"\x02hi\x00\x03you")
+        self.assertEqual(writes, [b"\x02hi\x00\x03you"])
+
+    def test_taggedWritePerClientPerUpstreamRead(self) -> None:
+        """
+        With tagging, each client gets its lines of an upstream read in one
+        write, in order, without their tags; lines naming no connected
+        client are dropped and counted.
+        """
+        factory, endpoint, _clock = startRelay(tag=True)
+        endpoint.accept()
+        one, two = connectClient(factory, 1001), connectClient(factory, 1002)
+        oneWrites, twoWrites = recordWrites(self, one), recordWrites(self, two)
+        endpoint.send(
+            b"192.0.2.7:1002 b1\n192.0.2.7:1001 a1\nnobody x\n"
+            b"192.0.2.7:1002 b2\nno-tag\n192.0.2.7:1001 a2\n"
+        )
+        self.assertEqual(oneWrites, [b"a1\na2\n"])
+        self.assertEqual(twoWrites, [b"b1\nb2\n"])
+        stats = factory.relayStats
+        self.assertEqual((stats.received, stats.delivered), (6, 4))
+        self.assertEqual(stats.undeliverable, 2)
+
+    def test_slowClientClosedByABlock(self) -> None:
+        """
+        A client that does not read is closed with C{ERROR too slow} when an
+        upstream read's block takes it past C{maxPendingBytes}; the others
+        get the whole block.
+        """
+        factory, endpoint, _clock = startRelay(maxPendingBytes=12)
+        endpoint.accept()
+        slow, fast = connectClient(factory, 1001), connectClient(factory, 1002)
+        slow.protocol.pauseProducing()
+        endpoint.send(b"12345\n")
+        endpoint.send(b"12345\nx\n")
+        self.assertEqual(slow.value(), TOO_SLOW + b"\n")
+        self.assertEqual(fast.value(), b"12345\n12345\nx\n")
+        self.assertEqual(factory.relayStats.delivered, 6)
+
+    def test_unframableUpstreamMessageDropped(self) -> None:
+        """
+        A message from the upstream that the framing cannot carry to clients
+        (a last unterminated frame that holds the delimiter) is dropped,
+        counted and logged; the messages before it were delivered.
+        """
+        logs = LogCapture(self)
+        factory, endpoint, _clock = startRelay(framing="delimiter:0a0a")
+        endpoint.accept()
+        client = connectClient(factory)
+        endpoint.send(b"a\n\nb\n\n\n")
+        assert endpoint.protocol is not None
+        endpoint.protocol.readConnectionLost()  # type: ignore[attr-defined]
+        self.assertEqual(client.value(), b"a\n\nb\n\n")
+        self.assertEqual(factory.relayStats.undeliverable, 1)
+        self.assertTrue(logged(logs, "cannot carry"))
 
 
 class FramedRelayTests(SynchronousTestCase):
