@@ -234,13 +234,17 @@ class LineProtocol(ConnectionProtocol):
     _plainLines: ClassVar[bool] = True
     """
     Whether this class answers messages with L{LineProtocol.lineReceived}
-    itself, so that the factory's handler may be called directly; set for
-    each subclass when it is defined.
+    and L{LineProtocol.answerLines} as they are, so that the factory's
+    handler may be called directly; set for each subclass when it is
+    defined.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._plainLines = cls.lineReceived is LineProtocol.lineReceived
+        cls._plainLines = (
+            cls.lineReceived is LineProtocol.lineReceived
+            and cls.answerLines is LineProtocol.answerLines
+        )
 
     def __init__(self) -> None:
         super().__init__()

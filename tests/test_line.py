@@ -6,6 +6,7 @@ and pipelining, limits, failures and half-close over real loopback sockets.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import reactor
@@ -1322,3 +1323,30 @@ class ReplyQueueLifetimeTests(SynchronousTestCase):
         waiting[1].callback(b"B")
         self.assertEqual(transport.value(), b"A\nB\n")
         self.assertIsNone(extra.queue)
+
+
+class AnswerLinesTests(SynchronousTestCase):
+    """
+    A subclass overriding C{answerLines} gets every read, fast path or not.
+    """
+
+    def test_overrideAloneIsCalled(self) -> None:
+        """
+        A subclass that overrides C{answerLines} but not C{lineReceived}
+        answers a connection's first, flag-free read with it.
+        """
+        seen: list[list[bytes]] = []
+
+        class Batched(LineProtocol):
+            def answerLines(
+                self, lines: list[bytes], handle: Callable[[bytes], HandlerResult]
+            ) -> list[object]:
+                seen.append(list(lines))
+                return [line.upper() for line in lines]
+
+        factory = LineFactory()
+        factory.protocol = Batched
+        protocol, transport = connect(factory)
+        protocol.dataReceived(b"a\nb\n")
+        self.assertEqual(seen, [[b"a", b"b"]])
+        self.assertEqual(transport.value(), b"A\nB\n")
