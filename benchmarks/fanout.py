@@ -38,6 +38,7 @@ import json
 import os
 import re
 import selectors
+import signal
 import socket
 import statistics
 import sys
@@ -97,6 +98,10 @@ SETUP_TIMEOUT = 20.0
 Seconds connecting, syncing or accepting the upstream may take.
 """
 READ_SIZE = 256 * 1024
+LOOP_BOUND = 10_000_000
+"""
+The most turns any loop takes (each is bounded in time too).
+"""
 QUIET_WINDOW = 0.5
 """
 Seconds of pause before a measured round, over which (and the round) other
@@ -255,8 +260,6 @@ async def serveReference(kind: str, upstream: str | None) -> None:
     """
     Serve the reference C{kind} on 127.0.0.1 until SIGTERM or SIGINT.
     """
-    import signal
-
     loop = asyncio.get_running_loop()
     backlog = servers.DEFAULT_BACKLOG
     factory: Callable[[], asyncio.Protocol]
@@ -332,11 +335,14 @@ def sendAll(sock: socket.socket, data: bytes, deadline: float) -> None:
     view = memoryview(data)
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_WRITE)
-        while view:
+        for _ in range(LOOP_BOUND):
+            if not view:
+                return
             if time.monotonic() > deadline:
                 raise Failed("out of time sending")
             if selector.select(1.0):
                 view = view[sock.send(view[:READ_SIZE]) :]
+    raise Failed("too many turns sending")
 
 
 def readUntil(
@@ -350,7 +356,9 @@ def readUntil(
     with selectors.DefaultSelector() as selector:
         for index, sock in enumerate(socks):
             selector.register(sock, selectors.EVENT_READ, index)
-        while selector.get_map():
+        for _ in range(LOOP_BOUND):
+            if not selector.get_map():
+                return got
             if time.monotonic() > deadline:
                 raise Failed("out of time waiting for the sync line")
             for key, _ in selector.select(1.0):
@@ -360,7 +368,7 @@ def readUntil(
                 got[key.data] += data
                 if done(key.data, got[key.data]):
                     selector.unregister(key.fileobj)
-    return got
+    raise Failed("too many turns waiting for the sync line")
 
 
 def cpuSeconds(pid: int) -> float | None:
@@ -441,7 +449,9 @@ def blast(
         clock = time.process_time()
         started = time.perf_counter()
         ended = started
-        while pending:
+        for _ in range(LOOP_BOUND):
+            if not pending:
+                break
             if time.monotonic() > deadline:
                 raise Failed(
                     f"out of time: {sum(counts):,} of {expected * len(readers):,}"
@@ -470,6 +480,8 @@ def blast(
                     view = left[-1 - index] = view[sock.send(view[:READ_SIZE]) :]
                     if not view:
                         selector.modify(sock, selectors.EVENT_READ, index)
+        else:
+            raise Failed("too many turns")
     cpu = time.process_time() - clock
     serverAfter = cpuSeconds(server)
     serverCpu = None
@@ -586,7 +598,9 @@ class RelayLoad:
         """
         self.listener.settimeout(0.2)
         deadline = time.monotonic() + SETUP_TIMEOUT
-        while self.upstream is None:
+        for _ in range(int(SETUP_TIMEOUT / 0.2) + 1):
+            if self.upstream is not None:
+                break
             if time.monotonic() > deadline or server.exited():
                 raise Failed(
                     "the relay did not connect upstream"
@@ -596,6 +610,8 @@ class RelayLoad:
                 self.upstream, _ = self.listener.accept()
             except TimeoutError:
                 continue
+        if self.upstream is None:
+            raise Failed("the relay did not connect upstream")
         self.upstream.setblocking(False)
         self.socks = connect(port, clients)
 
@@ -636,12 +652,17 @@ class RelayLoad:
         data = received[0]
         if len(data) != total * LINE_SIZE:
             raise Failed(f"the sink got {len(data):,} bytes, not {total * LINE_SIZE:,}")
-        following: dict[bytes, int] = {}
+        # Each client's lines, in the order they came, must be what it sent.
+        byClient: dict[bytes, list[bytes]] = {}
         for line in data.split(b"\n")[:-1]:
-            tag, _, number = line.partition(b" ")
-            if len(line) != LINE_SIZE - 1 or int(number) != following.get(tag, 0):
-                raise Failed(f"out of order or garbled: {line[:80]!r}")
-            following[tag] = int(number) + 1
+            byClient.setdefault(line[:3], []).append(line)
+        for number, payload in enumerate(payloads):
+            mine = byClient.get(b"c%02d" % number, [])
+            if b"\n".join(mine) + b"\n" != payload:
+                raise Failed(
+                    f"client {number}'s lines arrived out of order or garbled"
+                    f" ({len(mine):,} lines, not {count:,})"
+                )
         return measured
 
 
@@ -687,34 +708,41 @@ def measure(
     try:
         command = serverCommand(kind, relay.port if relay else None)
         with compare.Server(kind, pinning, command) as server:
-            if relay is not None:
-                relay.start(server.port, options.clients, server)
-                count = options.client_lines
-            else:
-                load = ChatLoad(server.port, options.members)
-                count = options.lines
-            assert load is not None
-            load.round(max(1, count // 10), 0, server.pid)
-            if options.wait_quiet:
-                compare.waitForQuiet(server, options.wait_quiet, compare.QUIET_BOUND)
-            # Other processes' CPU over at least QUIET_WINDOW (the machine's
-            # figure is in 10 ms ticks): a quiet pause, then the round.
-            before = (
-                time.monotonic(),
-                compare.machineTicks(),
-                cpuSeconds(server.pid),
-                time.process_time(),
-            )
-            time.sleep(QUIET_WINDOW)
-            result = load.round(count, 1, server.pid)
-            after = (
-                time.monotonic(),
-                compare.machineTicks(),
-                cpuSeconds(server.pid),
-                time.process_time(),
-            )
-            if server.exited():
-                raise Failed(cast(str, server.exited()))
+            try:
+                if relay is not None:
+                    relay.start(server.port, options.clients, server)
+                    count = options.client_lines
+                else:
+                    load = ChatLoad(server.port, options.members)
+                    count = options.lines
+                assert load is not None
+                load.round(max(1, count // 10), 0, server.pid)
+                if options.wait_quiet:
+                    compare.waitForQuiet(
+                        server, options.wait_quiet, compare.QUIET_BOUND
+                    )
+                # Other processes' CPU over at least QUIET_WINDOW (the machine's
+                # figure is in 10 ms ticks): a quiet pause, then the round.
+                before = (
+                    time.monotonic(),
+                    compare.machineTicks(),
+                    cpuSeconds(server.pid),
+                    time.process_time(),
+                )
+                time.sleep(QUIET_WINDOW)
+                result = load.round(count, 1, server.pid)
+                after = (
+                    time.monotonic(),
+                    compare.machineTicks(),
+                    cpuSeconds(server.pid),
+                    time.process_time(),
+                )
+                if server.exited():
+                    raise Failed(cast(str, server.exited()))
+            finally:
+                # Before the server stops: it need not wait for them.
+                if load is not None:
+                    load.close()
     except compare.Failed as e:
         run.failure = str(e)
         return run
@@ -908,7 +936,9 @@ def markdown(
         "<details><summary>Every run: lines/s, seconds; load / server / other"
         " processes' CPU</summary>",
         "",
-        "| server | " + " | ".join(f"repeat {i + 1}" for i in range(options.repeats)),
+        "| server | "
+        + " | ".join(f"repeat {i + 1}" for i in range(options.repeats))
+        + " |",
         "|---|" + "---:|" * options.repeats,
     ]
     for kind in kinds:
@@ -995,6 +1025,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    # Stopped by a signal, still stop the servers (by their PIDs) on the way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     try:
         pinning = compare.choosePinning(options.server_cpu, options.client_cpu)
