@@ -17,6 +17,8 @@ it, and the others never wait.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -65,11 +67,46 @@ class ChatProtocol(LineProtocol):
         self._leave()
         super().connectionLost(reason)
 
-    def deliver(self, line: bytes) -> None:
+    def deliver(self, text: bytes) -> None:
         """
-        Show this client a line from the room.
+        Show this client lines from the room (LF-separated, the last without
+        a line ending), each ended with the factory's delimiter, in one
+        write.
         """
-        self.sendUnasked(line + self.factory.delimiter)
+        delimiter = self.factory.delimiter
+        if delimiter != b"\n":
+            text = text.replace(b"\n", delimiter)
+        self.sendUnasked(text + delimiter)
+
+    def answerLines(
+        self, lines: list[bytes], handle: Callable[[bytes], HandlerResult]
+    ) -> list[object]:
+        """
+        Answer a read's lines: each run of lines said to the room goes to
+        the others as one block (see L{ChatRoom.sayLines}); commands are
+        answered one by one, in order with what was said around them.
+        """
+        room = self.factory.room
+        results: list[object] = []
+        said: list[bytes] = []
+        for line in lines:
+            if line.startswith(b"/"):
+                if not line.startswith(b"//"):
+                    if said:
+                        room.sayLines(self, said)
+                        said = []
+                    try:
+                        results.append(handle(line))
+                    except Exception:
+                        results.append(self._handlerRaised())
+                    continue
+                line = line[1:]
+            if line:
+                said.append(line)
+            results.append(None)
+        if said:
+            room.sayLines(self, said)
+        return results
 
     def lineReceived(self, line: bytes) -> HandlerResult:
         """

@@ -18,6 +18,11 @@ _NICK = re.compile(rb"[A-Za-z0-9_.\-]{1,%d}" % MAX_NICK_LENGTH)
 _UNSAFE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _C1 = re.compile("[\x80-\x9f]")
 _HIGH = re.compile(rb"[\x80-\xff]")
+_NEEDS_CARE = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f-\xff]")
+"""
+A byte that L{sanitize} may have to change (LF aside, which never occurs
+inside a line): text without any is safe as it is.
+"""
 
 
 def _hexEscape(match: re.Match[bytes]) -> bytes:
@@ -48,9 +53,10 @@ class Member(Protocol):
     Someone in a L{ChatRoom}.
     """
 
-    def deliver(self, line: bytes) -> None:
+    def deliver(self, text: bytes) -> None:
         """
-        Show C{line} (no line ending) to this member.
+        Show C{text} to this member: one line or more, separated by LF, with
+        no line ending after the last.
         """
 
 
@@ -149,10 +155,24 @@ class ChatRoom:
         Send what C{member} said to every other member as C{<NAME> line},
         sanitized, and to the observers.
         """
+        self.sayLines(member, [line])
+
+    def sayLines(self, member: Member, lines: list[bytes]) -> None:
+        """
+        Send the C{lines} C{member} said (none holding an LF) to every other
+        member, each as C{<NAME> line}, sanitized, as one block: the work is
+        done once, not once per member; and to the observers, line by line.
+        """
         name = self._names[member]
-        self._tellOthers(member, b"<%s> %s" % (name.encode(), sanitize(line)))
-        for observer in list(self._observers):
-            observer(name, line)
+        prefix = b"<%s> " % name.encode()
+        shown = lines
+        if _NEEDS_CARE.search(b"".join(lines)) is not None:
+            shown = [sanitize(line) for line in lines]
+        self._tellOthers(member, prefix + (b"\n" + prefix).join(shown))
+        if self._observers:
+            for observer in list(self._observers):
+                for line in lines:
+                    observer(name, line)
 
     def who(self) -> bytes:
         """
@@ -160,7 +180,7 @@ class ChatRoom:
         """
         return b"* here: " + ", ".join(self._names.values()).encode()
 
-    def _tellOthers(self, sender: Member, line: bytes) -> None:
+    def _tellOthers(self, sender: Member, text: bytes) -> None:
         for member in list(self._names):
             if member is not sender:
-                member.deliver(line)
+                member.deliver(text)

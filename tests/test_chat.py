@@ -20,7 +20,7 @@ from tcpcomm.lineclient import LineClient
 from tcpcomm.testing import startServer
 from tests.test_echo import StubbornClient, serverBuffered
 from tests.test_limits import connectFrom
-from tests.test_line import HalfCloseableStringTransport, waitUntil
+from tests.test_line import HalfCloseableStringTransport, recordWrites, waitUntil
 
 
 class Listener:
@@ -367,3 +367,110 @@ class ChatOverSocketsTests(TestCase):
         slow.startReading()
         received = await slow.done
         self.assertTrue(received.endswith(b"ERROR too slow\n"), received[-60:])
+
+
+class ChatBlocksTests(SynchronousTestCase):
+    """
+    A read's lines go to each other member as one block: the work is done
+    once per read, not once per line per member.
+    """
+
+    def test_readIsOneWritePerMember(self) -> None:
+        """
+        The lines of one read reach every other member in one write each,
+        prefixed and in order; the sender gets nothing.
+        """
+        factory = ChatFactory()
+        alice = chatter(factory, "10.0.0.1")
+        others = [chatter(factory, f"10.0.0.{n}") for n in (2, 3)]
+        alice.protocol.dataReceived(b"/nick alice\n")
+        for other in others:
+            other.clear()
+        writes = [recordWrites(other) for other in others]
+        alice.clear()
+        alice.protocol.dataReceived(b"one\ntwo\nthree\n")
+        for recorded in writes:
+            self.assertEqual(recorded, [b"<alice> one\n<alice> two\n<alice> three\n"])
+        self.assertEqual(alice.value(), b"")
+
+    def test_commandsKeepTheirPlace(self) -> None:
+        """
+        A command in the middle of a read splits it: what was said before a
+        C{/nick} carries the old name, what comes after the new one, and
+        the notice sits between them.
+        """
+        factory = ChatFactory()
+        alice = chatter(factory, "10.0.0.1")
+        bob = chatter(factory, "10.0.0.2")
+        alice.clear()
+        alice.protocol.dataReceived(b"before\n/nick alice\nafter\n//slash\n\n")
+        self.assertEqual(
+            bob.value(),
+            b"<10.0.0.1:4321> before\n* 10.0.0.1:4321 is now alice\n"
+            b"<alice> after\n<alice> /slash\n",
+        )
+        self.assertEqual(alice.value(), b"* you are now alice\n")
+
+    def test_onlyUnsafeLinesEscaped(self) -> None:
+        """
+        In a block, a line with control bytes or bytes that are not UTF-8 is
+        escaped, and the others are sent as they are.
+        """
+        factory = ChatFactory()
+        alice = chatter(factory, "10.0.0.1")
+        bob = chatter(factory, "10.0.0.2")
+        alice.protocol.dataReceived(b"plain\n\x1b[2Jwipe\n\xff\nt\xc3\xa9\n")
+        self.assertEqual(
+            bob.value().splitlines(),
+            [
+                b"<10.0.0.1:4321> plain",
+                b"<10.0.0.1:4321> \\x1b[2Jwipe",
+                b"<10.0.0.1:4321> \\xff",
+                b"<10.0.0.1:4321> t\xc3\xa9",
+            ],
+        )
+
+    def test_crlfBlock(self) -> None:
+        """
+        With the CRLF delimiter, every line of a block ends with CRLF.
+        """
+        factory = ChatFactory(delimiter=b"\r\n")
+        alice = chatter(factory, "10.0.0.1")
+        bob = chatter(factory, "10.0.0.2")
+        alice.protocol.dataReceived(b"a\r\nb\r\n")
+        self.assertEqual(bob.value(), b"<10.0.0.1:4321> a\r\n<10.0.0.1:4321> b\r\n")
+
+    def test_observersGetRawLines(self) -> None:
+        """
+        Observers get each line of a block as said, not sanitized.
+        """
+        factory = ChatFactory()
+        seen: list[tuple[str, bytes]] = []
+        factory.room.addObserver(lambda name, line: seen.append((name, line)))
+        alice = chatter(factory, "10.0.0.1")
+        chatter(factory, "10.0.0.2")
+        alice.protocol.dataReceived(b"x\n\x1b\n")
+        self.assertEqual(seen, [("10.0.0.1:4321", b"x"), ("10.0.0.1:4321", b"\x1b")])
+
+    def test_thousandMembers(self) -> None:
+        """
+        In a room of 1,000 members, every line one member sends, over many
+        reads, reaches each of the 999 others, in order.
+        """
+        factory = ChatFactory()
+        members = [
+            chatter(factory, f"10.0.{n // 250}.{n % 250 + 1}") for n in range(1000)
+        ]
+        for member in members:
+            member.clear()
+        sender, readers = members[0], members[1:]
+        sent = [b"line %d" % n for n in range(200)]
+        for start in range(0, len(sent), 7):
+            sender.protocol.dataReceived(
+                b"".join(s + b"\n" for s in sent[start : start + 7])
+            )
+        assert isinstance(sender.protocol, ChatProtocol)
+        name = factory.room.nameOf(sender.protocol)
+        expected = b"".join(b"<%s> %s\n" % (name.encode(), s) for s in sent)
+        for reader in readers:
+            self.assertEqual(reader.value(), expected)
