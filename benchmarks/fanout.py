@@ -799,6 +799,11 @@ class Cell:
     serverCpu: float | None
     otherCpu: float | None
     failure: str | None
+    perServerCpu: float | None = None
+    """
+    The median of the runs' lines per second of the server's CPU time: what
+    the server could do were it the bottleneck.
+    """
 
 
 def summarize(runs: list[Run], scenario: str, kind: str) -> Cell:
@@ -814,6 +819,9 @@ def summarize(runs: list[Run], scenario: str, kind: str) -> Cell:
         compare.medianOf([r.serverCpu for r in mine]),
         compare.medianOf([r.otherCpu for r in mine]),
         failures[0] if failures else None,
+        compare.medianOf(
+            [100 * r.rate / r.serverCpu for r in mine if r.rate and r.serverCpu]
+        ),
     )
 
 
@@ -846,9 +854,19 @@ def targetLine(ours: Cell, reference: Cell) -> str:
     if saturated(reference.clientCpu) and not saturated(reference.serverCpu):
         line += (
             " (the load, not the reference server, was the bottleneck:"
-            " the ratio is overstated)"
+            " the ratio is overstated; per server CPU-second"
+            f" {efficiency(ours, reference)})"
         )
     return line
+
+
+def efficiency(ours: Cell, reference: Cell) -> str:
+    """
+    tcpcomm's lines per server CPU-second over the reference's.
+    """
+    if ours.perServerCpu is None or reference.perServerCpu is None:
+        return compare.NONE
+    return f"{ours.perServerCpu / reference.perServerCpu:.2f}{compare.TIMES}"
 
 
 def saturated(cpu: float | None) -> bool:
@@ -888,8 +906,9 @@ def markdown(
         f" whole run took {elapsed / 60:.1f} minutes.",
         "",
         "| scenario | load | tcpcomm, lines/s | asyncio, same work | ratio (target"
-        f" ≥ {TARGET:g}{compare.TIMES}) | load CPU | srv CPU (tcpcomm / asyncio) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f" ≥ {TARGET:g}{compare.TIMES}) | load CPU | srv CPU (tcpcomm / asyncio) |"
+        " ratio per server CPU-second |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     byKey = {(c.scenario, c.server): c for c in cells}
     for scenario in options.scenarios:
@@ -907,7 +926,7 @@ def markdown(
             f"| {LABELS[scenario]} | {loadText(scenario, options)} | {rate(ours)}"
             f" | {rate(ref)} | {ratio} | {cpuCell(ours.clientCpu)} /"
             f" {cpuCell(ref.clientCpu)} | {cpuCell(ours.serverCpu)} /"
-            f" {cpuCell(ref.serverCpu)} |"
+            f" {cpuCell(ref.serverCpu)} | {efficiency(ours, ref)} |"
         )
     out += [
         "",
@@ -919,7 +938,10 @@ def markdown(
         " server well below that while the load is at ⚠ waited for the load:"
         " its figure is a floor. The other processes' CPU (in every run"
         f" below) is read over the round and {QUIET_WINDOW:g} s of pause before"
-        " it.",
+        " it. Ratio per server CPU-second: the median of each run's lines per"
+        " second of server CPU time, tcpcomm's over the reference's: what the"
+        " ratio would be were both servers the bottleneck (an estimate, since"
+        " a server that waits does less work per wake-up).",
         "",
         "| server | what it is |",
         "|---|---|",
