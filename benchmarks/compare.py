@@ -538,12 +538,18 @@ class Server:
     L{STOP_TIMEOUT}) and reaps it.
     """
 
-    def __init__(self, kind: str, pinning: Pinning) -> None:
+    def __init__(
+        self, kind: str, pinning: Pinning, command: list[str] | None = None
+    ) -> None:
+        """
+        Start the server of C{kind}, or run C{command} (which must print
+        C{starting on PORT}) under that name.
+        """
         self.kind = kind
         self._stdout: IO[bytes] = tempfile.TemporaryFile()
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            servers.serverCommand(kind, BACKLOG, SERVERS_SCRIPT),
+            command or servers.serverCommand(kind, BACKLOG, SERVERS_SCRIPT),
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=self._stdout,

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -93,13 +93,18 @@ directory.
 """
 
 
-def tcpcommCommand(kind: str, backlog: int) -> list[str]:
+def tcpcommCommand(
+    kind: str, backlog: int, options: Sequence[str] | None = None
+) -> list[str]:
     """
     The command line that runs tcpcomm's server of C{kind} the way users
     run it, C{twistd -n tcpcomm} with default options, on 127.0.0.1 and a
     port the kernel picks; twistd logs C{... starting on PORT}.
 
     Run it with the checkout as the working directory.
+
+    @param options: The options besides C{--port}, if not
+        C{TCPCOMM_OPTIONS[kind]}.
     """
     return [
         sys.executable,
@@ -108,7 +113,7 @@ def tcpcommCommand(kind: str, backlog: int) -> list[str]:
         "-n",
         "--pidfile=",
         "tcpcomm",
-        *TCPCOMM_OPTIONS[kind],
+        *(TCPCOMM_OPTIONS[kind] if options is None else options),
         "--port",
         f"tcp:0:interface=127.0.0.1:backlog={backlog}",
     ]
