@@ -1024,11 +1024,11 @@ class LineFactory(ConnectionFactory):
         for logs.
     @ivar makeFramer: Makes each connection's framer; C{None} for lines,
         which are cut by L{LineFramer} and framed with C{delimiter}.
-    @ivar encode: Frames one reply; C{None} for lines.
-    @ivar encodeAll: Frames several replies as one block; C{None} for lines.
-    @ivar replies: Frames the handler's results (L{ReplyFramer}).
-    @ivar modbus: Whether the framing is MODBUS TCP, whose failures have
-        their own replies.
+    @ivar encode: Frames one reply; C{None} for lines (also
+        C{replies.encode}, kept here for the hot path).
+    @ivar replies: Frames the handler's results (L{ReplyFramer}): its
+        C{encodeAll} frames several at once, and C{modbus} says whether
+        they are MODBUS ADUs.
     @ivar delimiter: Appended to every reply (lines only): C{b"\\n"} or
         C{b"\\r\\n"}.
     @ivar maxLineLength: The longest line accepted, in bytes, delimiter not
@@ -1090,8 +1090,7 @@ class LineFactory(ConnectionFactory):
         self.framing = "line"
         self.makeFramer: Callable[[], Framer] | None = None
         self.encode: Callable[[bytes], bytes] | None = None
-        self.encodeAll: Callable[[list[bytes]], bytes] | None = None
-        self.modbus = False
+        self.replies = ReplyFramer(delimiter)
         if framing is not None:
             makeFramer = framerFactory(framing)
             if isinstance(framing, str):
@@ -1106,7 +1105,10 @@ class LineFactory(ConnectionFactory):
                     self.framing = type(prototype).__name__
                 self.makeFramer = makeFramer
                 self.encode = prototype.encode
-                self.encodeAll = prototype.encodeAll
-                self.modbus = isinstance(prototype, ModbusFramer)
+                self.replies = ReplyFramer(
+                    delimiter,
+                    prototype.encode,
+                    prototype.encodeAll,
+                    isinstance(prototype, ModbusFramer),
+                )
         self.maxLineLength = maxLineLength
-        self.replies = ReplyFramer(delimiter, self.encode, self.encodeAll, self.modbus)

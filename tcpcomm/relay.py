@@ -210,7 +210,7 @@ class RelayProtocol(LineProtocol):
         for line, refusal in zip(lines, refusals, strict=True):
             if refusal is None:
                 results.append(None)
-            elif factory.modbus:
+            elif factory.replies.modbus:
                 try:
                     results.append(exceptionResponse(line, GATEWAY_PATH_UNAVAILABLE))
                 except ValueError:
@@ -560,10 +560,10 @@ class RelayFactory(LineFactory):
             prefix = tagLine(sender.tag, b"")
             delimiter = self.delimiter
             return prefix + (delimiter + prefix).join(lines) + delimiter
-        if self.encodeAll is None:
+        if self.replies.encodeAll is None:
             return self.delimiter.join(lines) + self.delimiter
         # The payloads came through the same framing, so they fit.
-        return self.encodeAll(lines)
+        return self.replies.encodeAll(lines)
 
     def _send(self, client: _UpstreamClient, lines: list[bytes]) -> None:
         """
@@ -614,9 +614,9 @@ class RelayFactory(LineFactory):
 
         @return: The block, and how many messages it holds.
         """
-        assert self.encode is not None and self.encodeAll is not None
+        assert self.encode is not None and self.replies.encodeAll is not None
         try:
-            return self.encodeAll(payloads), len(payloads)
+            return self.replies.encodeAll(payloads), len(payloads)
         except FramingError:
             pass
         framed = []
