@@ -4,7 +4,8 @@ Chat mode: each line a client sends reaches every other client.
 
     <NAME> line         what another client said
     * NAME joined       notices: joined, left, is now NEW
-    /nick NEW           pick a name (letters, digits, _ - .)
+    /nick NEW           pick a name (letters, digits, _ - .); 3 changes at
+                        once, then one per 10 s (see L{ChatRoom.rename})
     /who                list who is here
     //text              say "/text"
 
@@ -12,7 +13,9 @@ Replies to a client's own commands (C{/who}, C{ERROR …}) come in order like
 any line-mode reply.  Lines from others are sent with
 L{ConnectionProtocol.sendUnasked}: a client too slow to read them is
 dropped with C{ERROR too slow} once more than C{maxPendingBytes} wait for
-it, and the others never wait.
+it, and the others never wait.  A client's renames within one read reach
+the others as one notice, C{* OLD is now NEWEST}; lines from others are
+sanitized (see L{tcpcomm.chatroom.sanitize}).
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ class ChatProtocol(LineProtocol):
         """
         Answer a read's lines: each run of lines said to the room goes to
         the others as one block (see L{ChatRoom.sayLines}); commands are
-        answered one by one, in order with what was said around them.
+        answered one by one, in order with what was said around them; the
+        renames among them are announced at the end, in one notice, unless
+        something said comes after them (see L{ChatRoom.rename}).
         """
         room = self.factory.room
         results: list[object] = []
@@ -106,17 +111,19 @@ class ChatProtocol(LineProtocol):
             results.append(None)
         if said:
             room.sayLines(self, said)
+        room.announce(self)
         return results
 
     def lineReceived(self, line: bytes) -> HandlerResult:
         """
-        A command, or something to say to the others.
+        A command, or something to say to the others.  A rename is
+        announced by L{answerLines}, after the read's other renames.
         """
         room = self.factory.room
         if line.startswith(b"/") and not line.startswith(b"//"):
             command, _, argument = line.partition(b" ")
             if command == b"/nick":
-                problem = room.rename(self, argument.strip())
+                problem = room.rename(self, argument.strip(), announce=False)
                 if problem is not None:
                     return b"ERROR " + problem.encode()
                 return b"* you are now " + room.nameOf(self).encode()
@@ -168,6 +175,8 @@ class ChatFactory(LineFactory):
         @param room: The room to chat in (a new one by default).
         @param maxPendingBytes: How many bytes of others' lines may wait for
             a slow client before it is dropped with C{ERROR too slow}.
+
+        A new room reads the time from C{clock}, for its limit on renames.
         """
         super().__init__(
             delimiter=delimiter,
@@ -178,4 +187,7 @@ class ChatFactory(LineFactory):
             maxConnectionsPerHost=maxConnectionsPerHost,
             maxPendingBytes=maxPendingBytes,
         )
-        self.room = room if room is not None else ChatRoom()
+        self.room = room if room is not None else ChatRoom(self._seconds)
+
+    def _seconds(self) -> float:
+        return self.clock.seconds()

@@ -6,16 +6,19 @@ including a slow one that is dropped while the others keep flowing.
 
 from __future__ import annotations
 
+import re
 import socket
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpcomm.chat import ChatFactory, ChatProtocol
-from tcpcomm.chatroom import ChatRoom, sanitize
+from tcpcomm.chatroom import NICK_BURST, NICK_INTERVAL, ChatRoom, sanitize
 from tcpcomm.lineclient import LineClient
 from tcpcomm.testing import startServer
 from tests.test_echo import StubbornClient, serverBuffered
@@ -68,6 +71,215 @@ class SanitizeTests(SynchronousTestCase):
         C1 control characters written as UTF-8 are shown escaped too.
         """
         self.assertEqual(sanitize("x\x9by".encode()), b"x\\x9by")
+
+
+INVISIBLE = (
+    "\x85\xad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u2028\u2029"
+    "\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064"
+    "\u2066\u2067\u2068\u2069\u206a\u206f\ufeff\ufff9\ufffb"
+    "\U000e0001\U000e0020\U000e0041\U000e007f"
+)
+"""
+Characters that must never reach another user's terminal raw.
+"""
+
+FORBIDDEN = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f{INVISIBLE}]")
+"""
+What no line shown to others may hold: control characters but tab, and
+L{INVISIBLE}.
+"""
+
+
+def pieceOfLine(data: bytes) -> bytes:
+    return data.replace(b"\n", b"")
+
+
+lineBytes = st.lists(
+    st.one_of(
+        st.binary(max_size=8),
+        st.text(max_size=8).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.sampled_from(INVISIBLE).map(str.encode),
+    ),
+    max_size=12,
+).map(lambda pieces: pieceOfLine(b"".join(pieces)))
+"""
+Lines of any bytes, often valid UTF-8 and rich in the invisible characters.
+"""
+
+
+class InvisibleCharactersTests(SynchronousTestCase):
+    """
+    L{sanitize} shows characters that hide or reorder text escaped, and
+    leaves harmless non-ASCII text as it is.
+    """
+
+    def test_bidiAndZeroWidthEscaped(self) -> None:
+        """
+        Bidi controls, zero-width characters and the line separators are
+        shown as C{\\uNNNN}, C1 controls and the soft hyphen as
+        C{\\xNN}, tag characters as C{\\UNNNNNNNN}.
+        """
+        self.assertEqual(
+            sanitize("pay\u202egnp.exe \u2066x\u2069 a\u200bb".encode()),
+            b"pay\\u202egnp.exe \\u2066x\\u2069 a\\u200bb",
+        )
+        self.assertEqual(
+            sanitize("l1\u2028l2\u2029\x85\xad\ufeff\U000e0041".encode()),
+            b"l1\\u2028l2\\u2029\\x85\\xad\\ufeff\\U000e0041",
+        )
+        for char in INVISIBLE:
+            shown = sanitize(f"a{char}b".encode()).decode()
+            self.assertNotIn(char, shown)
+            self.assertEqual(shown.encode("ascii"), shown.encode())
+
+    def test_harmlessNonAsciiUnchanged(self) -> None:
+        """
+        Accented letters, CJK, emoji and right-to-left text without
+        controls pass unchanged.
+        """
+        for text in (
+            "caf\xe9",
+            "\u4e2d\u6587",
+            "\U0001f600 ok",
+            "\u05e9\u05dc\u05d5\u05dd",
+        ):
+            self.assertEqual(sanitize(text.encode()), text.encode())
+
+    def test_invalidUtf8KeepsByteEscapes(self) -> None:
+        """
+        In a line that is not UTF-8, every high byte is shown as C{\\xNN},
+        a bidi override among them.
+        """
+        self.assertEqual(sanitize(b"\xff" + "\u202e".encode()), b"\\xff\\xe2\\x80\\xae")
+
+    @settings(max_examples=500, deadline=None)
+    @given(lines=st.lists(lineBytes, min_size=1, max_size=4))
+    def test_othersNeverSeeControlsOrInvisibles(self, lines: list[bytes]) -> None:
+        """
+        Whatever a member says, what the others get is UTF-8 with no
+        control byte but tab and none of the invisible characters raw.
+        """
+        room = ChatRoom()
+        speaker, listener = Listener(), Listener()
+        room.join(speaker, "s")
+        room.join(listener, "l")
+        room.sayLines(speaker, [line for line in lines if line] or [b"x"])
+        for block in listener.lines[1:]:
+            for shown in block.split(b"\n"):
+                self.assertIsNone(FORBIDDEN.search(shown.decode("utf-8")), shown)
+
+    def test_joinNameSanitized(self) -> None:
+        """
+        A name a member joins under (an address, or a certificate's name)
+        cannot carry controls or invisible characters to the others.
+        """
+        room = ChatRoom()
+        listener = Listener()
+        room.join(listener, "l")
+        name = room.join(Listener(), "evil\u202egnp\x1b")
+        self.assertEqual(name, "evil\\u202egnp\\x1b")
+        self.assertEqual(listener.lines, [b"* evil\\u202egnp\\x1b joined"])
+
+    def test_nicksCannotCarryInvisibles(self) -> None:
+        """
+        C{/nick} refuses any name with an invisible or non-ASCII character.
+        """
+        room = ChatRoom()
+        member = Listener()
+        room.join(member, "m")
+        for char in INVISIBLE:
+            problem = room.rename(member, f"a{char}b".encode())
+            self.assertIn("invalid nick", problem or "")
+        self.assertEqual(room.members, ["m"])
+
+
+class NickLimitTests(SynchronousTestCase):
+    """
+    Renames are limited per member, and a member's renames are announced
+    in one notice.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.room = ChatRoom(self.clock.seconds)
+        self.alice, self.bob = Listener(), Listener()
+        self.room.join(self.alice, "a")
+        self.room.join(self.bob, "b")
+        self.bob.lines.clear()
+
+    def test_burstThenOnePerInterval(self) -> None:
+        """
+        A member may rename L{NICK_BURST} times at once, then once per
+        L{NICK_INTERVAL} seconds; over that it is told how long to wait,
+        keeps its name, and nobody is told.
+        """
+        for n in range(NICK_BURST):
+            self.assertIsNone(self.room.rename(self.alice, b"a%d" % n))
+        self.assertEqual(
+            self.room.rename(self.alice, b"late"),
+            f"too many nick changes; wait {NICK_INTERVAL:g} s",
+        )
+        self.clock.advance(NICK_INTERVAL / 2)
+        self.assertEqual(
+            self.room.rename(self.alice, b"late"),
+            f"too many nick changes; wait {NICK_INTERVAL / 2:g} s",
+        )
+        self.assertEqual(self.room.nameOf(self.alice), f"a{NICK_BURST - 1}")
+        self.assertEqual(len(self.bob.lines), NICK_BURST)
+        self.clock.advance(NICK_INTERVAL / 2)
+        self.assertIsNone(self.room.rename(self.alice, b"late"))
+        self.assertEqual(self.bob.lines[-1], b"* a2 is now late")
+        self.assertIsNotNone(self.room.rename(self.alice, b"later"))
+
+    def test_limitIsPerMember(self) -> None:
+        """
+        One member's renames do not spend another's.
+        """
+        for n in range(NICK_BURST + 1):
+            self.room.rename(self.alice, b"a%d" % n)
+        self.assertIsNone(self.room.rename(self.bob, b"bee"))
+
+    def test_refusedRenamesCostNothing(self) -> None:
+        """
+        Invalid and taken names, and the name a member has already, spend
+        no rename.
+        """
+        for _ in range(10):
+            self.room.rename(self.alice, b"no way")
+            self.room.rename(self.alice, b"B")
+            self.room.rename(self.alice, b"a")
+        for n in range(NICK_BURST):
+            self.assertIsNone(self.room.rename(self.alice, b"a%d" % n))
+
+    def test_renamesAnnouncedTogether(self) -> None:
+        """
+        Renames not announced at once reach the others as one notice from
+        the first name to the last; renaming back announces nothing.
+        """
+        self.room.rename(self.alice, b"x", announce=False)
+        self.room.rename(self.alice, b"y", announce=False)
+        self.assertEqual(self.bob.lines, [])
+        self.room.announce(self.alice)
+        self.room.announce(self.alice)
+        self.assertEqual(self.bob.lines, [b"* a is now y"])
+        self.clock.advance(NICK_INTERVAL * 2)
+        self.room.rename(self.alice, b"z", announce=False)
+        self.room.rename(self.alice, b"y", announce=False)
+        self.room.announce(self.alice)
+        self.assertEqual(self.bob.lines, [b"* a is now y"])
+
+    def test_pendingNoticeBeforeWhatFollows(self) -> None:
+        """
+        A rename not yet announced is announced before the member's next
+        line, and before it leaves.
+        """
+        self.room.rename(self.alice, b"x", announce=False)
+        self.room.say(self.alice, b"hi")
+        self.room.rename(self.alice, b"y", announce=False)
+        self.room.leave(self.alice)
+        self.assertEqual(
+            self.bob.lines, [b"* a is now x", b"<x> hi", b"* x is now y", b"* y left"]
+        )
 
 
 class ChatRoomTests(SynchronousTestCase):
@@ -249,6 +461,48 @@ class ChatProtocolTests(SynchronousTestCase):
             listener.value(), b"".join(b"<10.0.0.1:4321> m%d\n" % i for i in range(3))
         )
 
+    def test_renameFloodInOneRead(self) -> None:
+        """
+        A read of many C{/nick} lines gets the sender one answer per line,
+        C{ERROR too many nick changes; wait N s} past the limit, and the
+        others one notice, from the old name to the last one given.
+        """
+        factory = ChatFactory()
+        alice = chatter(factory, "10.0.0.1")
+        bob = chatter(factory, "10.0.0.2")
+        alice.clear()
+        alice.protocol.dataReceived(b"".join(b"/nick n%d\n" % n for n in range(100)))
+        answers = alice.value().splitlines()
+        self.assertEqual(
+            answers[:NICK_BURST], [b"* you are now n%d" % n for n in range(NICK_BURST)]
+        )
+        self.assertEqual(
+            set(answers[NICK_BURST:]),
+            {b"ERROR too many nick changes; wait %d s" % NICK_INTERVAL},
+        )
+        self.assertEqual(len(answers), 100)
+        self.assertEqual(
+            bob.value(), b"* 10.0.0.1:4321 is now n%d\n" % (NICK_BURST - 1)
+        )
+
+    def test_renameLimitUsesFactoryClock(self) -> None:
+        """
+        The room of a chat factory earns renames back on the factory's
+        clock.
+        """
+        factory = ChatFactory()
+        alice = chatter(factory, "10.0.0.1")
+        alice.protocol.dataReceived(b"".join(b"/nick n%d\n" % n for n in range(9)))
+        alice.clear()
+        assert isinstance(factory.clock, Clock)
+        factory.clock.advance(NICK_INTERVAL)
+        alice.protocol.dataReceived(b"/nick again\n/nick more\n")
+        self.assertEqual(
+            alice.value(),
+            b"* you are now again\nERROR too many nick changes; wait %d s\n"
+            % NICK_INTERVAL,
+        )
+
     def test_refusedClientNeverJoins(self) -> None:
         """
         A client over the connection limit is not in the room.
@@ -367,6 +621,40 @@ class ChatOverSocketsTests(TestCase):
         slow.startReading()
         received = await slow.done
         self.assertTrue(received.endswith(b"ERROR too slow\n"), received[-60:])
+
+
+class RenameFloodOverSocketsTests(TestCase):
+    """
+    A client flooding C{/nick} over a real socket.
+    """
+
+    async def test_othersGetFewNotices(self) -> None:
+        """
+        2,000 C{/nick} lines from one client reach each of the others as
+        at most L{NICK_BURST} notices; the sender gets an answer to every
+        line, C{ERROR too many nick changes; wait N s} past the limit.
+        """
+        factory = ChatFactory()
+        server = startServer(self, factory)
+        flooder = Collector()
+        listeners = [Collector() for _ in range(5)]
+        for client in [flooder, *listeners]:
+            await connectProtocol(server.endpoint(), client)
+        await waitUntil(lambda: len(factory.room.members) == 6)
+        count = 2000
+        flooder.transport.write(b"".join(b"/nick n%d\n" % n for n in range(count)))
+        flooder.sendLine(b"done")
+        await waitUntil(lambda: len(flooder.lines) >= count + 1)
+        await waitUntil(
+            lambda: all(any(b"> done" in x for x in c.lines) for c in listeners)
+        )
+        errors = [x for x in flooder.lines if x.startswith(b"ERROR too many nick")]
+        self.assertEqual(len(errors), count - NICK_BURST)
+        for listener in listeners:
+            notices = [x for x in listener.lines if b" is now " in x]
+            self.assertGreaterEqual(len(notices), 1)
+            self.assertLessEqual(len(notices), NICK_BURST)
+            self.assertTrue(notices[-1].endswith(b" is now n%d" % (NICK_BURST - 1)))
 
 
 class ChatBlocksTests(SynchronousTestCase):
