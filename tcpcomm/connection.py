@@ -374,6 +374,7 @@ class ConnectionProtocol:
                 "{peer} is too slow: over {limit} bytes waiting; closing",
                 peer=self.peer,
                 limit=limit,
+                event="too_slow",
             )
             self.tooSlow()
 
@@ -421,7 +422,9 @@ class ConnectionProtocol:
             return
         if flags & (CLOSING | TIMED_OUT):
             self._log.info(
-                "{peer} made no progress while closing; aborting", peer=self.peer
+                "{peer} made no progress while closing; aborting",
+                peer=self.peer,
+                event="close_stalled",
             )
             self.transport.abortConnection()
             return
@@ -431,6 +434,7 @@ class ConnectionProtocol:
             "{peer} idle for {timeout} s; closing",
             peer=self.peer,
             timeout=self.factory.idleTimeout,
+            event="idle_timeout",
         )
         self.idleTimedOut()
 
@@ -795,13 +799,16 @@ class ConnectionFactory(_FactoryBase):
         if refusal is not None:
             self.stats.connectionsRefused += 1
             self._log.warn(
-                "{peer} refused: {reason}", peer=protocol.peer, reason=refusal
+                "{peer} refused: {reason}",
+                peer=protocol.peer,
+                reason=refusal,
+                event="refused",
             )
             return refusal
         self._open.add(protocol)
         self.stats.connectionsOpen += 1
         self.stats.connectionsTotal += 1
-        self._log.info("{peer} connected", peer=protocol.peer)
+        self._log.info("{peer} connected", peer=protocol.peer, event="connected")
         if self._sweeper is None and self.idleTimeout:
             self._scheduleSweep(self.clock.seconds() + self.idleTimeout / IDLE_SWEEPS)
         return None
@@ -822,6 +829,7 @@ class ConnectionFactory(_FactoryBase):
             bytesIn=protocol.bytesIn,
             bytesOut=protocol.bytesOut,
             reason=reason.getErrorMessage(),
+            event="disconnected",
         )
         if not self._open:
             sweeper, self._sweeper = self._sweeper, None
@@ -875,6 +883,7 @@ class ConnectionFactory(_FactoryBase):
             "Shutting down: finishing {count} connections (at most {timeout} s)",
             count=len(self._open),
             timeout=timeout,
+            event="shutdown",
         )
         done: Deferred[None] = Deferred()
         self._drained.append(done)
@@ -885,6 +894,7 @@ class ConnectionFactory(_FactoryBase):
             self._log.warn(
                 "Shutdown timeout: aborting {count} connections",
                 count=len(self._open),
+                event="shutdown_timeout",
             )
             for protocol in list(self._open):
                 protocol.transport.abortConnection()

@@ -650,7 +650,11 @@ class LineProtocol(ConnectionProtocol):
         Log the exception a handler just raised; its message is answered as
         the framing answers failures.
         """
-        self._log.failure("Handler failed on a message from {peer}", peer=self.peer)
+        self._log.failure(
+            "Handler failed on a message from {peer}",
+            peer=self.peer,
+            event="handler_error",
+        )
         return FAILED
 
     def _startCoroutine(self, coroutine: Coroutine[Any, Any, Any]) -> object:
@@ -726,6 +730,7 @@ class LineProtocol(ConnectionProtocol):
                 peer=self.peer,
                 framing=self.factory.framing,
                 reason=error.reason,
+                event="bad_reply",
             )
             return replies.failure(request, False)
 
@@ -743,6 +748,7 @@ class LineProtocol(ConnectionProtocol):
             "No {framing} reply for a message from {peer}; closing",
             framing=self.factory.framing,
             peer=self.peer,
+            event="no_reply",
         )
         self._flags |= UNANSWERED
         self._closeWith(None)
@@ -805,7 +811,10 @@ class LineProtocol(ConnectionProtocol):
     def _handlerFailed(self, failure: Failure, slot: Slot) -> None:
         if not (self.disconnected or slot.done or failure.check(CancelledError)):
             self._log.failure(
-                "Handler failed on a message from {peer}", failure, peer=self.peer
+                "Handler failed on a message from {peer}",
+                failure,
+                peer=self.peer,
+                event="handler_error",
             )
         self._settle(FAILED, slot)
 
@@ -817,7 +826,10 @@ class LineProtocol(ConnectionProtocol):
         """
         if not failure.check(CancelledError):
             self._log.failure(
-                "Handler failed on a message from {peer}", failure, peer=self.peer
+                "Handler failed on a message from {peer}",
+                failure,
+                peer=self.peer,
+                event="handler_error",
             )
 
     def _handlerTimedOut(self, slot: Slot) -> None:
@@ -832,6 +844,7 @@ class LineProtocol(ConnectionProtocol):
             "Handler for a message from {peer} took over {timeout} s; cancelled",
             peer=self.peer,
             timeout=self.factory.handlerTimeout,
+            event="handler_timeout",
         )
         self._settle(TIMED_OUT, slot)
         if slot.waiting is not None:
@@ -912,6 +925,7 @@ class LineProtocol(ConnectionProtocol):
             "Line from {peer} longer than {limit} bytes; closing",
             peer=self.peer,
             limit=limit,
+            event="line_too_long",
         )
         self._closeWith(b"ERROR line too long (limit %d bytes)" % (limit,))
 
@@ -928,6 +942,7 @@ class LineProtocol(ConnectionProtocol):
             framing=self.factory.framing,
             peer=self.peer,
             reason=error.reason,
+            event="bad_frame",
         )
         self._closeWith(None)
 

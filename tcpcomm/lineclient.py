@@ -193,7 +193,10 @@ class LineClient(Protocol):
             self._onLine(line)
         else:
             self._log.debug(
-                "Unasked line from {peer}: {line!r}", peer=self.peer, line=line
+                "Unasked line from {peer}: {line!r}",
+                peer=self.peer,
+                line=line,
+                event="unasked_line",
             )
 
     def finish(self) -> Deferred[None]:
@@ -229,6 +232,7 @@ class LineClient(Protocol):
                 "Line from {peer} longer than {limit} bytes; closing",
                 peer=self.peer,
                 limit=framer.maxLineLength,
+                event="line_too_long",
             )
             self._lost = Failure(
                 ConnectionFailed(
@@ -254,6 +258,7 @@ class LineClient(Protocol):
                 "Bad frame from {peer}: {reason}; closing",
                 peer=self.peer,
                 reason=e.reason,
+                event="bad_frame",
             )
             self._lost = Failure(
                 ConnectionFailed(f"bad frame from {self.peer}: {e.reason}")

@@ -549,6 +549,7 @@ class RelayFactory(LineFactory):
                     limit=self._queue.limit,
                     byteLimit=self._queue.byteLimit,
                     count=count,
+                    event="relay_queue_full",
                 )
 
     def _block(self, sender: RelayProtocol, lines: list[bytes]) -> bytes:
@@ -631,6 +632,7 @@ class RelayFactory(LineFactory):
                     upstream=self._where,
                     framing=self.framing,
                     reason=error.reason,
+                    event="relay_unframeable",
                 )
         return b"".join(framed), len(framed)
 
@@ -664,6 +666,7 @@ class RelayFactory(LineFactory):
                     count=count,
                     upstream=self._where,
                     line=line[:80],
+                    event="relay_unrouted",
                 )
 
     # The upstream connection's state.
@@ -676,6 +679,7 @@ class RelayFactory(LineFactory):
             noun=self._noun,
             upstream=self._where,
             count=len(waiting),
+            event="upstream_connected",
         )
         self._send(client, waiting)
 
@@ -686,7 +690,9 @@ class RelayFactory(LineFactory):
         self._queue.close()
         self._holdClients(False)
         if self._stopping:
-            self._log.warn("Lost upstream while stopping: {why}", why=why)
+            self._log.warn(
+                "Lost upstream while stopping: {why}", why=why, event="upstream_lost"
+            )
             self._closeUpstream()
             return
         self._log.warn(
@@ -697,6 +703,7 @@ class RelayFactory(LineFactory):
             why=why,
             limit=self._queue.limit,
             byteLimit=self._queue.byteLimit,
+            event="upstream_lost",
         )
 
     def _cannotConnect(self, failure: Failure) -> None:
@@ -711,6 +718,7 @@ class RelayFactory(LineFactory):
         self._log.warn(
             "Cannot connect to upstream: {problem}",
             problem=str(describeFailure(failure, self._where, None, False)),
+            event="upstream_connect_failed",
         )
 
     def _upstreamFull(self, client: _UpstreamClient, full: bool) -> None:
@@ -789,6 +797,7 @@ class RelayFactory(LineFactory):
             tag="on" if self.tag else "off",
             limit=self._queue.limit,
             byteLimit=self._queue.byteLimit,
+            event="relay_started",
         )
 
         def build() -> _UpstreamClient:
@@ -911,6 +920,7 @@ class RelayFactory(LineFactory):
                 noun=self._noun,
                 upstream=self._where,
                 count=dropped,
+                event="relay_queue_dropped",
             )
         service.stopService().addBoth(self._upstreamStopped)
 
@@ -943,6 +953,7 @@ class RelayFactory(LineFactory):
                 upstream=self._where,
                 timeout=timeout,
                 count=dropped,
+                event="upstream_stop_timeout",
             )
         else:
             self._log.warn(
@@ -951,6 +962,7 @@ class RelayFactory(LineFactory):
                 noun=self._noun,
                 upstream=self._where,
                 timeout=timeout,
+                event="upstream_stop_timeout",
             )
         self._closeUpstream()
         client.transport.abortConnection()

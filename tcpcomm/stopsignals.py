@@ -71,6 +71,7 @@ class StopSignalGuard:
             self._log.info(
                 "Received {signal} while stopping already: ignored",
                 signal=signal.Signals(number).name,
+                event="signal_ignored",
             )
             return
         self.stopping = True

@@ -810,6 +810,7 @@ def raiseFileLimit(wanted: int) -> None:
             "Raised the open-files limit from {soft} to {target}",
             soft=soft,
             target=target,
+            event="open_files_raised",
         )
     if target < wanted:
         _log.warn(
@@ -817,6 +818,7 @@ def raiseFileLimit(wanted: int) -> None:
             " needs ({wanted}); raise it (ulimit -n) or lower the limit",
             target=target,
             wanted=wanted,
+            event="open_files_low",
         )
 
 

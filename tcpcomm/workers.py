@@ -146,6 +146,12 @@ WORKER_LOGGER = "tcpcomm.workers.workerLogObserver"
 The C{twistd --logger} of workers that log to standard output.
 """
 
+WORKER_LOGGERS = {"tcpcomm.logs.jsonLogger": "tcpcomm.logs.jsonWorkerLogger"}
+"""
+The C{twistd --logger} of workers whose supervisor has one of these: the
+same format, with the worker named in each event.
+"""
+
 _LAUNCHER = (
     # Ctrl-C in a terminal signals the whole process group: the supervisor
     # alone handles it (it asks the workers to stop), so a worker is not
@@ -278,7 +284,7 @@ def _twistdArguments(
     logfile = parent.get("logfile")
     if logger is not None:
         name = logger if isinstance(logger, str) else fullyQualifiedName(logger)
-        return [*arguments, "--logger", name]
+        return [*arguments, "--logger", WORKER_LOGGERS.get(name, name)]
     if parent.get("syslog"):
         return [*arguments, "--syslog", "--prefix", parent.get("prefix") or "twisted"]
     if logfile == "-" or (not logfile and parent.get("nodaemon")):
@@ -833,7 +839,10 @@ class SupervisorWatch(Service):
         self._reader.startReading()
         self._reactor.callWhenRunning(self._signals.install)
         self._reactor.callWhenRunning(
-            self._log.info, "Worker ready (pid {pid})", pid=os.getpid()
+            self._log.info,
+            "Worker ready (pid {pid})",
+            pid=os.getpid(),
+            event="worker_ready",
         )
 
     def stopService(self) -> None:
@@ -852,9 +861,13 @@ class SupervisorWatch(Service):
     def _shutDown(self, asked: bool) -> None:
         self._signals.stopping = True
         if asked:
-            self._log.info("The supervisor asks to stop: shutting down")
+            self._log.info(
+                "The supervisor asks to stop: shutting down", event="shutdown"
+            )
         else:
-            self._log.warn("The supervisor is gone: shutting down")
+            self._log.warn(
+                "The supervisor is gone: shutting down", event="supervisor_gone"
+            )
         # A SIGTERM of our own (systemd signals every process of a service
         # at once) queues its stop with callFromThread; queued behind it,
         # this stop finds the reactor stopping instead of making that one
@@ -1092,6 +1105,7 @@ class WorkerSupervisor(Service):
             number=worker.number,
             count=self.count,
             pid=worker.pid,
+            event="worker_started",
         )
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
@@ -1105,6 +1119,7 @@ class WorkerSupervisor(Service):
                 number=worker.number,
                 pid=pid,
                 how=how,
+                event="worker_stopped",
             )
         else:
             self._failed(worker, pid, how)
@@ -1130,6 +1145,7 @@ class WorkerSupervisor(Service):
                 how=how,
                 failures=worker.quickFailures,
                 stable=STABLE_SECONDS,
+                event="worker_failed",
             )
             self._giveUp()
             return
@@ -1141,6 +1157,7 @@ class WorkerSupervisor(Service):
             pid=pid,
             how=how,
             delay=delay,
+            event="worker_failed",
         )
         worker.restart = self._reactor.callLater(delay, self._start, worker)
 
@@ -1169,6 +1186,7 @@ class WorkerSupervisor(Service):
                 "Stopping {count} workers (at most {timeout:g} s)",
                 count=len(running),
                 timeout=self._shutdownTimeout + KILL_MARGIN,
+                event="shutdown",
             )
         for worker in running:
             try:
@@ -1186,6 +1204,7 @@ class WorkerSupervisor(Service):
                         "Worker {number} (pid {pid}) did not stop in time: killing it",
                         number=worker.number,
                         pid=worker.pid,
+                        event="worker_killed",
                     )
                     self._signal(worker, "KILL")
 
