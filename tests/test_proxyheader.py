@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import Literal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -242,13 +243,13 @@ def headers(draw: st.DrawFn) -> tuple[ProxyHeader, bytes]:
     """
     A header and the TLVs to send with it (version 2 only).
     """
-    version = draw(st.sampled_from([1, 2]))
+    version: Literal[1, 2] = draw(st.sampled_from([1, 2]))
     families = ["inet", "inet6"] if version == 1 else ["inet", "inet6", "unix"]
     family = draw(st.sampled_from(families))
+    source: ProxyAddress | None = None
+    destination: ProxyAddress | None = None
     if draw(st.booleans()):
         source, destination = draw(addresses(family)), draw(addresses(family))
-    else:
-        source = destination = None
     tlvs = b"" if version == 1 else draw(st.binary(max_size=40))
     return ProxyHeader(version, source, destination), tlvs
 
