@@ -18,10 +18,14 @@ import threading
 import time
 from collections.abc import Sequence
 
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpcomm.certificates import makeCertificateAuthority, writeServerFiles
+from tcpcomm.line import LineFactory
+from tcpcomm.proxied import ProxyHeaderFactory
 from tcpcomm.proxyheader import ProxyAddress, ProxyHeader, formatProxyHeader
+from tcpcomm.tap import makeService
 from tests.balancer import CONFIG, startHAProxy
 from tests.test_plugin import (
     EXIT_TIMEOUT,
@@ -32,6 +36,7 @@ from tests.test_plugin import (
     twistdCommand,
     waitUntilAccepting,
 )
+from tests.test_tap import parse, usageError
 
 MiB = 1024 * 1024
 
@@ -41,13 +46,19 @@ def startProxied(
     args: Sequence[str] = (),
     kind: str = "tcp",
     parameters: str = "",
+    handler: str | None = None,
 ) -> tuple[Child, int]:
     """
     Run C{twistd -n tcpcomm --port
     haproxy:KIND:PORT:interface=127.0.0.1PARAMETERS} with C{args} on a free
     port until C{testCase} ends; wait until it accepts connections.
+
+    @param handler: The source of C{handler.py}, written where twistd runs
+        (C{--handler handler:answer} uses it).
     """
     cwd = temporaryDirectory(testCase)
+    if handler is not None:
+        (cwd / "handler.py").write_text(handler, encoding="utf-8")
     for _ in range(5):
         port = freePort()
         child = Child(
@@ -133,20 +144,35 @@ def waitForOutput(child: Child, pattern: str) -> str:
     return output
 
 
+LATER_HANDLER = """
+from twisted.internet import reactor, task
+
+def answer(line):
+    return task.deferLater(reactor, 0.001, lambda: line)
+"""
+"""
+A handler that answers each line a moment later.
+"""
+
+
 class BehindHAProxyTests(SynchronousTestCase):
     """
     tcpcomm behind the real HAProxy, configured as the README shows.
     """
 
     def behindHAProxy(
-        self, args: Sequence[str] = (), changes: dict[str, str] | None = None
+        self,
+        args: Sequence[str] = (),
+        changes: dict[str, str] | None = None,
+        handler: str | None = None,
     ) -> tuple[Child, Child, int]:
         """
-        Start tcpcomm with C{args}, and HAProxy in front of it.
+        Start tcpcomm with C{args} (and C{handler}, see L{startProxied}),
+        and HAProxy in front of it.
 
         @return: twistd, HAProxy and HAProxy's port.
         """
-        server, port = startProxied(self, args)
+        server, port = startProxied(self, args, handler=handler)
         balancer, frontend = startHAProxy(self, port, changes)
         return server, balancer, frontend
 
@@ -204,9 +230,12 @@ class BehindHAProxyTests(SynchronousTestCase):
     def test_halfClose(self) -> None:
         """
         A client that sends every line and then half-closes (as C{nc -N}
-        does) through HAProxy gets every reply.
+        does) through HAProxy gets every reply, even from a handler that
+        answers a moment later.
         """
-        _, _, frontend = self.behindHAProxy()
+        _, _, frontend = self.behindHAProxy(
+            ["--handler", "handler:answer"], handler=LATER_HANDLER
+        )
         lines = b"".join(b"line %d\n" % n for n in range(20000))
         self.assertEqual(exchange(connect(frontend), lines), lines)
 
@@ -398,3 +427,81 @@ class RawHeaderTests(SynchronousTestCase):
             self.assertEqual(reply, b"w\n")
         waitForOutput(server, re.escape("192.0.2.8:8005 disconnected"))
         self.assertNotIn("Traceback", server.output())
+
+
+class ProxyOptionsTests(SynchronousTestCase):
+    """
+    C{haproxy:} ports and C{--proxy-header-timeout} on the command line.
+    """
+
+    def test_normalized(self) -> None:
+        """
+        The description under C{haproxy:} is normalized as any other port's
+        (a backlog for TCP, a mode for UNIX sockets), and the header timeout
+        defaults to 3 s.
+        """
+        options = parse(self, ["-p", "haproxy:tcp:8001", "-p", "HAProxy:unix:/x"])
+        self.assertEqual(
+            options["ports"],
+            ["haproxy:tcp:8001:backlog=1024", "haproxy:unix:/x:mode=660"],
+        )
+        self.assertEqual(options["proxy-header-timeout"], 3.0)
+
+    def test_badInnerDescription(self) -> None:
+        """
+        A bad description under C{haproxy:} gets the one-line error it would
+        get alone.
+        """
+        self.assertEqual(
+            usageError(self, ["-p", "haproxy:tcp:99999"]),
+            "bad endpoint 'haproxy:tcp:99999': port must be a number from 0"
+            " to 65535, not '99999'",
+        )
+        self.assertIn(
+            "unknown parameter 'colour'",
+            usageError(self, ["-p", "haproxy:tcp:1:colour=red"]),
+        )
+
+    def test_timeoutNeedsProxiedPort(self) -> None:
+        """
+        C{--proxy-header-timeout} without a C{haproxy:} port is refused, and
+        a bad value is refused with the option's name.
+        """
+        self.assertEqual(
+            usageError(self, ["--proxy-header-timeout", "5"]),
+            "--proxy-header-timeout applies to haproxy: ports only"
+            " (--port haproxy:tcp:8000)",
+        )
+        self.assertIn(
+            "--proxy-header-timeout: expected 0 or seconds",
+            usageError(self, ["-p", "haproxy:tcp:1", "--proxy-header-timeout", "x"]),
+        )
+        options = parse(self, ["-p", "haproxy:tcp:1", "--proxy-header-timeout", "0.5"])
+        self.assertEqual(options["proxy-header-timeout"], 0.5)
+
+    def test_serviceListensBehindHeader(self) -> None:
+        """
+        L{makeService} listens on the port under C{haproxy:} with the served
+        factory behind a L{ProxyHeaderFactory} with the timeout asked for.
+        """
+        memory = MemoryReactor()
+        options = parse(
+            self, ["-p", "haproxy:tcp:8001", "--proxy-header-timeout", "1.5"]
+        )
+        service = makeService(options, reactor=memory)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(port, factory, backlog, _)] = memory.tcpServers
+        self.assertEqual((port, backlog), (8001, 1024))
+        self.assertIsInstance(factory, ProxyHeaderFactory)
+        self.assertIsInstance(factory.wrappedFactory, LineFactory)
+        self.assertEqual(factory.headerTimeout, 1.5)
+        self.assertIs(factory.stats, factory.wrappedFactory.stats)
+
+    def test_workersShareProxiedPorts(self) -> None:
+        """
+        C{--workers} accepts C{haproxy:} ports of the kinds it shares.
+        """
+        options = parse(self, ["-p", "haproxy:tcp:8001", "--workers", "2"])
+        self.assertEqual(options["workers"], 2)
