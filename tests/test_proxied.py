@@ -21,6 +21,7 @@ from tcpcomm.proxied import (
 )
 from tcpcomm.proxyheader import ProxyAddress, ProxyHeader, formatProxyHeader
 from tests.test_line import HalfCloseableStringTransport, LogCapture
+from tests.test_relay import startRelay
 
 BALANCER = IPv4Address("TCP", "10.0.0.5", 40000)
 LISTENING = IPv4Address("TCP", "10.0.0.9", 8000)
@@ -63,7 +64,7 @@ class Connection:
     @property
     def served(self) -> LineProtocol:
         """
-        The served protocol.
+        The served protocol (a line protocol, as in most of these tests).
         """
         served = self.wrapper.wrappedProtocol
         assert isinstance(served, LineProtocol)
@@ -352,3 +353,22 @@ class StatsAndListeningTests(SynchronousTestCase):
         nothing of the served factory's.
         """
         self.assertFalse(hasattr(ProxyHeaderProtocol(), "__dict__"))
+
+
+class ModesTests(SynchronousTestCase):
+    """
+    Every mode sees the client the header names.
+    """
+
+    def test_relayTagsClient(self) -> None:
+        """
+        Relay C{--tag} tags each line with the client the header names, and
+        replies to that tag reach it.
+        """
+        relay, endpoint, _clock = startRelay(tag=True)
+        upstream = endpoint.accept()
+        connection = Connection(ProxyHeaderFactory(relay, None))
+        connection.receive(header("192.0.2.66", 6666) + b"reading 7\n")
+        self.assertEqual(upstream.value(), b"192.0.2.66:6666 reading 7\n")
+        endpoint.send(b"192.0.2.66:6666 ack\n")
+        self.assertEqual(connection.transport.value(), b"ack\n")
