@@ -494,10 +494,11 @@ class ProxyOptionsTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         [(port, factory, backlog, _)] = memory.tcpServers
         self.assertEqual((port, backlog), (8001, 1024))
-        self.assertIsInstance(factory, ProxyHeaderFactory)
-        self.assertIsInstance(factory.wrappedFactory, LineFactory)
+        assert isinstance(factory, ProxyHeaderFactory)
+        served = factory.wrappedFactory
+        assert isinstance(served, LineFactory)
         self.assertEqual(factory.headerTimeout, 1.5)
-        self.assertIs(factory.stats, factory.wrappedFactory.stats)
+        self.assertIs(factory.stats, served.stats)
 
     def test_workersShareProxiedPorts(self) -> None:
         """
