@@ -93,19 +93,24 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
 
     A bare port number C{"8000"} becomes C{"tcp:8000"}; TCP and TLS
     descriptions that set no C{backlog} get C{backlog}; UNIX socket
-    descriptions that set no C{mode} get L{DEFAULT_UNIX_MODE}; anything else
-    is returned unchanged.
+    descriptions that set no C{mode} get L{DEFAULT_UNIX_MODE}, also after
+    C{haproxy:} (L{PROXY_PREFIX}); anything else is returned unchanged.
 
     @param text: A port number or an endpoint description such as
         C{"tcp:8000:interface=127.0.0.1"} or C{"unix:/run/tcpcomm.sock"}.
     @param backlog: The listen backlog to add where none is given.
-    @raise ValueError: If C{text} is empty, names a C{backlog} that is not
+    @raise ValueError: If C{text} is empty (or C{haproxy:} with nothing or
+        C{haproxy:} again after it), names a C{backlog} that is not
         a whole number from 1 to L{MAX_BACKLOG}, or (C{unix:}) a C{mode} that
         is not octal from 0 to 777.
     """
     description = text.strip()
     inner, proxied = splitProxied(description)
     if proxied:
+        if not inner.strip():
+            raise ValueError("haproxy: needs the endpoint to listen on after it")
+        if splitProxied(inner)[1]:
+            raise ValueError("haproxy: is given twice")
         return PROXY_PREFIX + serverEndpointDescription(inner, backlog)
     if not description:
         raise ValueError("an endpoint description cannot be empty")

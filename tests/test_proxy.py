@@ -461,6 +461,14 @@ class ProxyOptionsTests(SynchronousTestCase):
             "unknown parameter 'colour'",
             usageError(self, ["-p", "haproxy:tcp:1:colour=red"]),
         )
+        self.assertEqual(
+            usageError(self, ["-p", "haproxy:"]),
+            "--port: haproxy: needs the endpoint to listen on after it",
+        )
+        self.assertEqual(
+            usageError(self, ["-p", "haproxy:haproxy:tcp:1"]),
+            "--port: haproxy: is given twice",
+        )
 
     def test_timeoutNeedsProxiedPort(self) -> None:
         """
