@@ -323,10 +323,12 @@ class ProxyHeaderProtocol:
         stats = self.factory.stats
         if stats is not None:
             stats.proxyHeaderErrors += 1
+        # The peer here is the balancer (or whoever else connected).
         self._log.warn(
-            "{balancer} {reason}; closing",
-            balancer=describePeer(self.transport),
+            "{peer} {reason}; closing",
+            peer=describePeer(self.transport),
             reason=reason,
+            event="proxy_header_error",
         )
         if abort:
             cast(ITCPTransport, self.transport).abortConnection()

@@ -194,8 +194,8 @@ class GlueTests(SynchronousTestCase):
         self.assertIsNone(connection.wrapper.wrappedProtocol)
         self.assertEqual(self.served.stats.proxyHeaderErrors, 1)
         self.assertEqual(self.served.stats.connectionsTotal, 0)
-        [event] = [e for e in self.log.events if "balancer" in e]
-        self.assertEqual(event["balancer"], "10.0.0.5:40000")
+        [event] = [e for e in self.log.events if e.get("event") == "proxy_header_error"]
+        self.assertEqual(event["peer"], "10.0.0.5:40000")
         self.assertIn("bad PROXY header: not a PROXY protocol header", event["reason"])
 
     def test_timeout(self) -> None:
@@ -210,7 +210,7 @@ class GlueTests(SynchronousTestCase):
         self.clock.advance(0.1)
         self.assertTrue(connection.transport.disconnected)
         self.assertEqual(self.served.stats.proxyHeaderErrors, 1)
-        [event] = [e for e in self.log.events if "balancer" in e]
+        [event] = [e for e in self.log.events if e.get("event") == "proxy_header_error"]
         self.assertEqual(event["reason"], "no complete PROXY header in 3 s")
 
     def test_timerStops(self) -> None:
