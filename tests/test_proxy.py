@@ -26,7 +26,7 @@ from tcpcomm.line import LineFactory
 from tcpcomm.proxied import ProxyHeaderFactory
 from tcpcomm.proxyheader import ProxyAddress, ProxyHeader, formatProxyHeader
 from tcpcomm.tap import makeService
-from tests.balancer import CONFIG, startHAProxy
+from tests.balancer import startHAProxy
 from tests.test_plugin import (
     EXIT_TIMEOUT,
     IO_TIMEOUT,
@@ -281,14 +281,6 @@ class BehindHAProxyTests(SynchronousTestCase):
         self.assertNotIn("PROXY header", output)
         self.assertNotIn("DOWN", balancer.output())
         self.assertEqual(exchange(connect(frontend), b"up\n"), b"up\n")
-
-    def test_configurationIsTheReadmes(self) -> None:
-        """
-        The configuration these tests run is C{tests/haproxy.cfg}, whose
-        server line sends PROXY v2 headers and health checks.
-        """
-        text = CONFIG.read_text()
-        self.assertIn("server tcpcomm1 127.0.0.1:8000 send-proxy-v2 check", text)
 
 
 class RawHeaderTests(SynchronousTestCase):
