@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_BACKLOG",
     "DEFAULT_UNIX_MODE",
     "MAX_BACKLOG",
+    "PROXY_PREFIX",
     "SYSTEMD_FIRST_DESCRIPTOR",
     "TLS_INSTALL_HINT",
     "SystemdSockets",
@@ -30,6 +31,7 @@ __all__ = [
     "formatAddress",
     "portFields",
     "serverEndpointDescription",
+    "splitProxied",
     "startEnvironment",
     "systemdActivationHint",
     "systemdIndexDescriptor",
@@ -64,6 +66,26 @@ _MODE_VALUE = re.compile(r"(?<!\\):mode=([^:]*)")
 _OCTAL = re.compile(r"0*[0-7]{1,3}")
 
 
+PROXY_PREFIX = "haproxy:"
+"""
+What a server endpoint description starts with when connections come from a
+load balancer that sends a PROXY protocol header first (L{tcpcomm.proxied}),
+as with Twisted's own C{haproxy:} endpoints.
+"""
+
+
+def splitProxied(description: str) -> tuple[str, bool]:
+    """
+    Take C{haproxy:} off the front of an endpoint description.
+
+    @return: The description without it, and whether it was there.
+    """
+    stripped = description.strip()
+    if stripped[: len(PROXY_PREFIX)].lower() == PROXY_PREFIX:
+        return stripped[len(PROXY_PREFIX) :], True
+    return description, False
+
+
 def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
     """
     Turn what a user typed for C{--port} into a Twisted server endpoint
@@ -71,17 +93,25 @@ def serverEndpointDescription(text: str, backlog: int = DEFAULT_BACKLOG) -> str:
 
     A bare port number C{"8000"} becomes C{"tcp:8000"}; TCP and TLS
     descriptions that set no C{backlog} get C{backlog}; UNIX socket
-    descriptions that set no C{mode} get L{DEFAULT_UNIX_MODE}; anything else
-    is returned unchanged.
+    descriptions that set no C{mode} get L{DEFAULT_UNIX_MODE}, also after
+    C{haproxy:} (L{PROXY_PREFIX}); anything else is returned unchanged.
 
     @param text: A port number or an endpoint description such as
         C{"tcp:8000:interface=127.0.0.1"} or C{"unix:/run/tcpcomm.sock"}.
     @param backlog: The listen backlog to add where none is given.
-    @raise ValueError: If C{text} is empty, names a C{backlog} that is not
+    @raise ValueError: If C{text} is empty (or C{haproxy:} with nothing or
+        C{haproxy:} again after it), names a C{backlog} that is not
         a whole number from 1 to L{MAX_BACKLOG}, or (C{unix:}) a C{mode} that
         is not octal from 0 to 777.
     """
     description = text.strip()
+    inner, proxied = splitProxied(description)
+    if proxied:
+        if not inner.strip():
+            raise ValueError("haproxy: needs the endpoint to listen on after it")
+        if splitProxied(inner)[1]:
+            raise ValueError("haproxy: is given twice")
+        return PROXY_PREFIX + serverEndpointDescription(inner, backlog)
     if not description:
         raise ValueError("an endpoint description cannot be empty")
     if description.isdigit():
@@ -117,7 +147,7 @@ def portFields(description: str) -> tuple[str | None, str]:
     C{tcp:}, C{tcp6:} or C{ssl:} server endpoint description; the port is
     C{None} for other kinds or when none is written.
     """
-    kind, *fields = _FIELD_SEPARATOR.split(description.strip())
+    kind, *fields = _FIELD_SEPARATOR.split(splitProxied(description)[0].strip())
     if kind.strip().lower() not in _PORT_KINDS:
         return None, ""
     positional = [f for f in fields if "=" not in f]
@@ -157,7 +187,8 @@ def checkTLSAvailable(description: str) -> None:
         C{tls:}) and the libraries Twisted needs for TLS are missing, with a
         message that says how to install them.
     """
-    if description.split(":", 1)[0].strip().lower() not in _TLS_KINDS:
+    inner = splitProxied(description)[0]
+    if inner.split(":", 1)[0].strip().lower() not in _TLS_KINDS:
         return
     if find_spec("OpenSSL") is None or find_spec("service_identity") is None:
         raise ValueError(
@@ -257,7 +288,7 @@ def _systemdArguments(description: str) -> dict[str, str] | None:
     """
     The arguments of a C{systemd:} description, or C{None} for another kind.
     """
-    kind, _, rest = description.partition(":")
+    kind, _, rest = splitProxied(description)[0].partition(":")
     if kind.strip().lower() != "systemd":
         return None
     return dict(

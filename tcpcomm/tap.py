@@ -36,6 +36,7 @@ from tcpcomm.endpoints import (
     describeParseProblem,
     portFields,
     serverEndpointDescription,
+    splitProxied,
     systemdActivationHint,
     systemdIndexDescriptor,
 )
@@ -50,6 +51,7 @@ from tcpcomm.line import (
     LineFactory,
     echoLine,
 )
+from tcpcomm.proxied import DEFAULT_HEADER_TIMEOUT, proxiedListening
 from tcpcomm.relay import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, RelayFactory
 from tcpcomm.stopsignals import StopSignalGuard
 from tcpcomm.transport import writeThroughReactor
@@ -398,6 +400,14 @@ class Options(usage.Options):
             _nonNegativeSeconds,
         ],
         [
+            "proxy-header-timeout",
+            None,
+            DEFAULT_HEADER_TIMEOUT,
+            "haproxy: ports: seconds a connection has to send its whole PROXY"
+            " protocol header before it is closed (0: no limit).",
+            _nonNegativeSeconds,
+        ],
+        [
             "workers",
             None,
             1,
@@ -471,7 +481,7 @@ class Options(usage.Options):
             self["ports"].append(normalized)
             return
         try:
-            _checkEndpoint(description, normalized)
+            _checkEndpoint(description, splitProxied(normalized)[0])
         except usage.UsageError:
             hint = systemdActivationHint(normalized, sockets)
             if hint is None:
@@ -486,7 +496,9 @@ class Options(usage.Options):
         " (tcp:8000:interface=127.0.0.1, tcp6:8000, unix:/path/sock,"
         " ssl:8443:privateKey=key.pem:certKey=cert.pem,"
         " systemd:domain=INET:index=0 or :name=NAME for a socket systemd"
-        " passes). Default: tcp:8000."
+        " passes); haproxy: before any of them (haproxy:tcp:8000) reads the"
+        " client's address from the PROXY protocol header (v1 or v2) a load"
+        " balancer sends first. Default: tcp:8000."
     )
 
     opt_p = opt_port
@@ -540,6 +552,13 @@ class Options(usage.Options):
                 f"unknown delimiter {self['delimiter']!r}: choose lf or crlf"
             )
         self._checkFraming(protocol)
+        if "proxy-header-timeout" in self.given and not any(
+            splitProxied(port)[1] for port in self["ports"]
+        ):
+            raise usage.UsageError(
+                "--proxy-header-timeout applies to haproxy: ports only"
+                " (--port haproxy:tcp:8000)"
+            )
         if protocol == "relay":
             if self["upstream"] is None:
                 raise usage.UsageError("--protocol relay needs --upstream HOST:PORT")
@@ -889,10 +908,12 @@ def _adoptedService(
     reactor: Any,
     adopted: tuple[int, socket.AddressFamily],
     factory: ConnectionFactory,
+    proxied: bool = False,
+    proxyHeaderTimeout: float = DEFAULT_HEADER_TIMEOUT,
 ) -> IService:
     """
     Serve C{factory} on the listening socket C{adopted} gives the file
-    descriptor and address family of.
+    descriptor and address family of, behind a PROXY header if C{proxied}.
     """
     fd, family = adopted
     with suppress(OSError):  # a bad descriptor is reported as it is adopted
@@ -900,7 +921,11 @@ def _adoptedService(
         # accept().
         fdesc.setNonBlocking(fd)
     standIn = _STAND_INS.get(family, f"unix:inherited-descriptor-{fd}")
-    [service] = inheritedPortServices(reactor, [standIn], [fd], factory)
+    if proxied:
+        standIn = f"haproxy:{standIn}"
+    [service] = inheritedPortServices(
+        reactor, [standIn], [fd], factory, proxyHeaderTimeout
+    )
     return service
 
 
@@ -941,13 +966,22 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         if description in adopted:
             # A socket systemd passed without names (see Options.opt_port).
             inherited = adopted[description]
-            parent.addPort(description, _adoptedService(reactor, inherited, factory))
+            service = _adoptedService(
+                reactor,
+                inherited,
+                factory,
+                splitProxied(description)[1],
+                config["proxy-header-timeout"],
+            )
+            parent.addPort(description, service)
             continue
         # strports makes a busy port fail start-up instead of being logged;
-        # TCP ports get write-through connections (tcpcomm.transport).
-        service = strports.service(
-            description, factory, reactor=writeThroughReactor(reactor)
+        # TCP ports get write-through connections (tcpcomm.transport);
+        # haproxy: ports read the PROXY header first (tcpcomm.proxied).
+        endpoint, listening = proxiedListening(
+            description, writeThroughReactor(reactor), config["proxy-header-timeout"]
         )
+        service = strports.service(endpoint, factory, reactor=listening)
         if isinstance(service.endpoint, SSL4ServerEndpoint):
             # Twisted's TLS drops tcpcomm's half-close; see tcpcomm.tls.
             from tcpcomm.tls import keepHalfClose

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.python import usage
 
-__all__ = ["wrapOptionHandlers"]
+__all__ = ["replaceProtocol", "wrapOptionHandlers"]
 
 
 def wrapOptionHandlers(options: usage.Options, wrap: Callable[[str, Any], Any]) -> None:
@@ -30,3 +30,21 @@ def wrapOptionHandlers(options: usage.Options, wrap: Callable[[str, Any], Any]) 
     dispatch: dict[str, Any] = options._dispatch
     for name, handler in dispatch.items():
         dispatch[name] = wrap(name, handler)
+
+
+def replaceProtocol(transport: object, old: object, new: object) -> bool:
+    """
+    Make C{transport} deliver what comes next (C{dataReceived},
+    C{readConnectionLost}, C{connectionLost}) to C{new} instead of C{old}.
+
+    Twisted's socket transports (C{tcp.Server}, C{unix.Server}, and so
+    tcpcomm's write-through one) keep their protocol in C{protocol} and read
+    it at each event; no interface says so.
+
+    @return: Whether it could: C{transport} delivered to C{old} through its
+        C{protocol} attribute.  If not, C{old} must pass events on itself.
+    """
+    if getattr(transport, "protocol", None) is not old:
+        return False
+    transport.protocol = new  # type: ignore[attr-defined]
+    return True

@@ -30,9 +30,10 @@ ignore SIGINT, which Ctrl-C sends to the whole process group: the supervisor
 handles it for them.  A second SIGTERM or SIGINT to a process that is
 stopping already is logged and ignored (see L{StopSignalGuard}).
 
-Only TCP, TCP6, UNIX and TLS (C{ssl:}) ports can be shared; TLS is done in
-the workers.  Chat and relay modes keep state shared by all clients in one
-process, so they cannot have workers.  POSIX only.
+Only TCP, TCP6, UNIX and TLS (C{ssl:}) ports can be shared, also behind
+C{haproxy:}; TLS and PROXY headers are done in the workers.  Chat and relay
+modes keep state shared by all clients in one process, so they cannot have
+workers.  POSIX only.
 
 Nothing here imports the reactor: functions take it as a parameter.
 """
@@ -76,6 +77,8 @@ from twisted.python.failure import Failure
 from twisted.python.lockfile import FilesystemLock
 from twisted.python.reflect import fullyQualifiedName
 
+from tcpcomm.endpoints import splitProxied
+from tcpcomm.proxied import DEFAULT_HEADER_TIMEOUT, proxiedListening
 from tcpcomm.stopsignals import StopSignalGuard
 from tcpcomm.transport import adoptStreamPort
 
@@ -217,7 +220,7 @@ workerDescriptors.coerceDoc = "File descriptors such as 3,4."  # type: ignore[at
 
 
 def _kind(description: str) -> str:
-    return description.split(":", 1)[0].strip().lower()
+    return splitProxied(description)[0].split(":", 1)[0].strip().lower()
 
 
 def checkWorkerOptions(options: usage.Options) -> None:
@@ -467,7 +470,8 @@ def bindPorts(reactor: Any, descriptions: Sequence[str]) -> list[IListeningPort]
     for description in descriptions:
         results: list[object] = []
         try:
-            endpoint = serverFromString(holding, description)
+            # A haproxy: port is bound as the port under it.
+            endpoint = serverFromString(holding, splitProxied(description)[0])
             endpoint.listen(_NoConnections()).addBoth(results.append)
             [result] = results
             if isinstance(result, Failure):
@@ -595,7 +599,7 @@ def checkPortsBindable(descriptions: Sequence[str]) -> None:
                 continue
             results: list[object] = []
             try:
-                endpoint = serverFromString(probing, description)
+                endpoint = serverFromString(probing, splitProxied(description)[0])
                 endpoint.listen(_NoConnections()).addBoth(results.append)
                 [result] = results
                 if isinstance(result, Failure):
@@ -755,18 +759,21 @@ def inheritedPortServices(
     descriptions: Sequence[str],
     fds: Sequence[int],
     factory: IProtocolFactory,
+    proxyHeaderTimeout: float = DEFAULT_HEADER_TIMEOUT,
 ) -> list[IService]:
     """
     Services serving C{factory} on inherited listening sockets: C{fds[i]}
     for C{descriptions[i]}, which says what it is (C{ssl:} ports get
-    tcpcomm's TLS on the inherited TCP socket).  Each descriptor is closed
+    tcpcomm's TLS on the inherited TCP socket; C{haproxy:} ports read a
+    PROXY header first, see L{tcpcomm.proxied}).  Each descriptor is closed
     once adopted; stopping the service closes the adopted copy.
     """
     services: list[IService] = []
     for description, fd in zip(descriptions, fds, strict=True):
-        service = strports.service(
-            description, factory, reactor=cast(Any, _InheritingReactor(reactor, fd))
+        endpoint, listening = proxiedListening(
+            description, _InheritingReactor(reactor, fd), proxyHeaderTimeout
         )
+        service = strports.service(endpoint, factory, reactor=cast(Any, listening))
         if isinstance(service.endpoint, SSL4ServerEndpoint):
             # Only here: plain TCP must work without the tls extra.
             from tcpcomm.tls import keepHalfClose
@@ -892,7 +899,11 @@ def workerServices(
     L{SupervisorWatch} on file descriptor C{watch} (none if C{None}).
     """
     services = inheritedPortServices(
-        reactor, options["ports"], options["worker-fds"], factory
+        reactor,
+        options["ports"],
+        options["worker-fds"],
+        factory,
+        options.get("proxy-header-timeout", DEFAULT_HEADER_TIMEOUT),
     )
     if watch is not None:
         services.append(SupervisorWatch(reactor, watch))
