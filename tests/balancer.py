@@ -18,11 +18,11 @@ from tests.test_plugin import START_TIMEOUT, Child, freePort, temporaryDirectory
 
 CONFIG = Path(__file__).with_name("haproxy.cfg")
 """
-The HAProxy configuration the README shows, listening on 127.0.0.1:9000 and
+The HAProxy configuration the README shows, listening on 127.0.0.1:8900 and
 passing connections to tcpcomm on 127.0.0.1:8000.
 """
 
-FRONTEND = "127.0.0.1:9000"
+FRONTEND = "127.0.0.1:8900"
 BACKEND = "127.0.0.1:8000"
 
 

@@ -7,8 +7,9 @@ and the lines after it, up to the next command, are what it must print
 (standard output and error together; a line C{...} stands for any number of
 lines).  A command ending in C{&} starts a background job, as in an
 interactive shell; C{kill %N} and C{kill $!} end jobs as the shell would.
-A C{python} block whose first line is C{# NAME.py} is the file C{NAME.py},
-written where the commands run.  The TCP ports the examples use (8000 to
+A C{python} block whose first line is C{# NAME.py}, or a C{text} block
+whose first line is C{# NAME.cfg}, is that file, written where the commands
+run.  The TCP ports the examples use (8000 to
 8999) are replaced throughout by free ones, so the examples never meet
 another server.  Blocks fenced as C{text} or C{sh} are not run.
 """
@@ -51,7 +52,7 @@ PORT = re.compile(r"(?<![\d.:])(8\d{3})(?!\d)|(?<=:)(8\d{3})(?!\d)")
 A port number the examples use.
 """
 
-FILE_NAME = re.compile(r"#\s*([\w.-]+\.py)\s*$")
+FILE_NAME = re.compile(r"#\s*([\w.-]+\.(?:py|cfg))(?::?\s.*)?$")
 
 SIGNATURES = (
     "# The factories' arguments and their defaults (tests/test_readme.py checks them)."
@@ -60,7 +61,7 @@ SIGNATURES = (
 The first line of the README's block of factory signatures.
 """
 
-TOOLS = ("nc", "openssl", "head", "cmp", "od", "tr")
+TOOLS = ("nc", "openssl", "head", "cmp", "od", "tr", "haproxy")
 """
 Programs the examples run besides Python's and tcpcomm's own.
 """
@@ -333,7 +334,7 @@ class ReadmeExamplesTests(SynchronousTestCase):
         shell = Shell(self, temporaryDirectory(self))
         ran = 0
         for block in readBlocks(README.read_text(encoding="utf-8")):
-            if block.info == "python" and block.lines:
+            if block.info in ("python", "text") and block.lines:
                 name = FILE_NAME.match(block.lines[0])
                 if name is not None:
                     shell.writeFile(name.group(1), "\n".join(block.lines) + "\n")
@@ -457,5 +458,21 @@ class ReadmeFilesTests(SynchronousTestCase):
             and block.lines[0] == "# modbus_registers.py"
         ]
         tested = (SOURCE_ROOT / "tests" / "modbus_registers.py").read_text()
+        self.assertEqual(len(shown), 1)
+        self.assertEqual("\n".join(shown[0]).strip(), tested.strip())
+
+    def test_haproxyConfigurationIsTheTestedOne(self) -> None:
+        """
+        The README's C{haproxy.cfg} is C{tests/haproxy.cfg}, which the
+        PROXY protocol tests run HAProxy with.
+        """
+        shown = [
+            block.lines
+            for block in readBlocks(README.read_text())
+            if block.info == "text"
+            and block.lines
+            and block.lines[0].startswith("# haproxy.cfg")
+        ]
+        tested = (SOURCE_ROOT / "tests" / "haproxy.cfg").read_text()
         self.assertEqual(len(shown), 1)
         self.assertEqual("\n".join(shown[0]).strip(), tested.strip())
