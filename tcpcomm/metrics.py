@@ -27,7 +27,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 from twisted.web import http
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from tcpcomm.chat import ChatFactory
@@ -235,12 +236,12 @@ class ServerCollector(Collector):
             relay.upstreamConnections,
         )
         yield _gauge(
-            "tcpcomm_relay_queued_messages",
+            "tcpcomm_relay_queue_messages",
             "Messages waiting for the upstream now.",
             factory.queuedLines,
         )
         yield _gauge(
-            "tcpcomm_relay_queued_bytes",
+            "tcpcomm_relay_queue_bytes",
             "Bytes of messages waiting for the upstream now.",
             factory.queuedBytes,
         )
@@ -297,8 +298,11 @@ def serverRegistry(factory: ConnectionFactory) -> CollectorRegistry:
 
 
 def _notFound(request: Request) -> bytes:
-    rendered: bytes = NoResource("Try /metrics.").render(request)
+    rendered: bytes = _NOT_FOUND.render(request)
     return rendered
+
+
+_NOT_FOUND = notFound("No Such Resource", "Metrics are at /metrics.")
 
 
 class MetricsResource(Resource):
@@ -339,8 +343,8 @@ class _Root(Resource):
         super().__init__()
         self.putChild(b"metrics", metrics)
 
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return NoResource("Try /metrics.")
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return _NOT_FOUND
 
     def render(self, request: Request) -> bytes:
         return _notFound(request)

@@ -19,6 +19,7 @@ workers there are and how many answered.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -27,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,9 +39,11 @@ from tcpcomm.metrics import MetricsResource
 __all__ = [
     "MAX_PAGE_BYTES",
     "WORKER_SCRAPE_TIMEOUT",
+    "PageResponse",
     "WorkerSums",
     "WorkersResource",
     "fetchMetrics",
+    "httpGet",
 ]
 
 WORKER_SCRAPE_TIMEOUT = 2.0
@@ -141,20 +144,38 @@ def _abort(protocol: Protocol) -> None:
     cast(ITCPTransport, protocol.transport).abortConnection()
 
 
-class _PageFetch(Protocol):
+@dataclass(frozen=True)
+class PageResponse:
     """
-    Send C{GET /metrics} (HTTP/1.0: the server closes after its response)
-    and give the body of a 200 response to C{done}.
+    What an HTTP server answered.
+
+    @ivar status: The status code.
+    @ivar headers: The header fields, by lowercase name (the last of each).
+    @ivar body: The body.
     """
 
-    def __init__(self, done: Deferred[bytes]) -> None:
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+class _PageFetch(Protocol):
+    """
+    Send an HTTP/1.0 C{GET} (the server closes after its response) and give
+    the response to C{done}.
+    """
+
+    def __init__(self, done: Deferred[PageResponse], path: bytes) -> None:
         self._done = done
+        self._path = path
         self._received: list[bytes] = []
         self._size = 0
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.transport.write(b"GET /metrics HTTP/1.0\r\nHost: worker\r\n\r\n")
+        self.transport.write(
+            b"GET " + self._path + b" HTTP/1.0\r\nHost: tcpcomm\r\n\r\n"
+        )
 
     def dataReceived(self, data: bytes) -> None:
         self._size += len(data)
@@ -166,11 +187,21 @@ class _PageFetch(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         head, _, body = b"".join(self._received).partition(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].split(b" ")
-        if len(status) < 2 or status[1] != b"200":
-            self._fail(ValueError(f"bad response {head[:40]!r}"))
-        elif not self._done.called:
-            self._done.callback(body)
+        statusLine, *fields = head.split(b"\r\n")
+        status = statusLine.split(b" ")
+        if (
+            len(status) < 2
+            or not status[0].startswith(b"HTTP/")
+            or not status[1].isdigit()
+        ):
+            self._fail(ValueError(f"not an HTTP response: {head[:40]!r}"))
+            return
+        headers = {}
+        for field in fields:
+            name, _, value = field.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if not self._done.called:
+            self._done.callback(PageResponse(int(status[1]), headers, body))
 
     def _fail(self, error: Exception) -> None:
         if not self._done.called:
@@ -180,13 +211,46 @@ class _PageFetch(Protocol):
 class _FetchFactory(Factory):
     noisy = False
 
-    def __init__(self, done: Deferred[bytes]) -> None:
-        self.done = done
+    def __init__(self, done: Deferred[PageResponse], path: bytes) -> None:
+        self._done = done
+        self._path = path
 
     def buildProtocol(self, addr: object) -> Protocol:
-        protocol = _PageFetch(self.done)
+        protocol = _PageFetch(self._done, self._path)
         protocol.factory = self
         return protocol
+
+
+def httpGet(
+    reactor: Any,
+    endpoint: IStreamClientEndpoint,
+    path: bytes = b"/metrics",
+    timeout: float = WORKER_SCRAPE_TIMEOUT,
+) -> Deferred[PageResponse]:
+    """
+    Get C{path} with HTTP/1.0 from the web server at C{endpoint}.
+
+    @return: The response; or a failure, if it did not come within
+        C{timeout} seconds, was not HTTP or was larger than
+        L{MAX_PAGE_BYTES}.
+    """
+    connected: list[Protocol] = []
+
+    def cancel(_: Deferred[PageResponse]) -> None:
+        connecting.cancel()
+        for protocol in connected:
+            _abort(protocol)
+
+    done: Deferred[PageResponse] = Deferred(cancel)
+    connecting = endpoint.connect(_FetchFactory(done, path))
+
+    def failed(failure: Failure) -> None:
+        if not done.called:
+            done.errback(failure)
+
+    connecting.addCallbacks(connected.append, failed)
+    done.addTimeout(timeout, reactor)
+    return done
 
 
 def fetchMetrics(
@@ -195,28 +259,17 @@ def fetchMetrics(
     """
     Fetch C{/metrics} from the server on the UNIX socket C{path}.
 
-    @return: The page; or a failure, if it did not come within C{timeout}
-        seconds, was not a 200 or was larger than L{MAX_PAGE_BYTES}.
+    @return: The page; or a failure, as L{httpGet}'s or for a status other
+        than 200.
     """
-    connected: list[Protocol] = []
 
-    def cancel(_: Deferred[bytes]) -> None:
-        connecting.cancel()
-        for protocol in connected:
-            _abort(protocol)
+    def page(response: PageResponse) -> str:
+        if response.status != 200:
+            raise ValueError(f"HTTP status {response.status}")
+        return response.body.decode("utf-8")
 
-    done: Deferred[bytes] = Deferred(cancel)
     endpoint = UNIXClientEndpoint(reactor, path, timeout=timeout)
-    connecting = endpoint.connect(_FetchFactory(done))
-
-    def failed(failure: Failure) -> None:
-        if not done.called:
-            done.errback(failure)
-
-    connecting.addCallbacks(connected.append, failed)
-    page = done.addCallback(lambda body: body.decode("utf-8"))
-    page.addTimeout(timeout, reactor)
-    return page
+    return httpGet(reactor, endpoint, timeout=timeout).addCallback(page)
 
 
 class _Given(Collector):

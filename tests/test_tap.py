@@ -925,6 +925,7 @@ COMMON_OPTIONS = frozenset(
         "max-connections-per-ip",
         "idle-timeout",
         "shutdown-timeout",
+        "metrics",
     }
 )
 """
