@@ -795,10 +795,12 @@ class LineProtocol(ConnectionProtocol):
         slot = queue.wait(request)
         factory = self.factory
         factory.paced = True
-        # Timed from here (the handler was called moments ago, in this
-        # read): handlers that answer at once are never timed.
-        slot.started = factory.clock.seconds()
-        factory.stats.handlerLatency.started += 1
+        latency = factory.stats.handlerLatency
+        if latency is not None:
+            # Timed from here (the handler was called moments ago, in this
+            # read): handlers that answer at once are never timed.
+            slot.started = factory.clock.seconds()
+            latency.started += 1
         slot.waiting = result
         result.addCallbacks(
             self._settle, self._handlerFailed, callbackArgs=(slot,), errbackArgs=(slot,)
@@ -863,7 +865,9 @@ class LineProtocol(ConnectionProtocol):
         queue = extra.queue
         assert queue is not None
         factory = self.factory
-        factory.stats.handlerLatency.observe(factory.clock.seconds() - slot.started)
+        latency = factory.stats.handlerLatency
+        if latency is not None:
+            latency.observe(factory.clock.seconds() - slot.started)
         if type(result) is bytes and factory.encode is None:
             wire: bytes | None = result + factory.delimiter
         else:

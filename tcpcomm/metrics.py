@@ -6,6 +6,9 @@ C{--metrics ENDPOINT}: the server's counters for Prometheus, at C{GET
 The counters are the ones the server keeps anyway (L{ServerStats}, a relay's
 L{RelayStats} and queue, a chat's room): L{ServerCollector} reads them when
 Prometheus scrapes, so serving metrics costs the connections nothing.  The
+one thing measured for metrics alone is how long handlers that answer later
+take (two clock readings per such handler, none for handlers that answer at
+once), and only while metrics are served.  The
 page is rendered in the reactor thread by L{MetricsResource} (not
 C{prometheus_client.twisted.MetricsResource}, which is WSGI on a thread
 pool).
@@ -35,6 +38,7 @@ from tcpcomm.chat import ChatFactory
 from tcpcomm.connection import ConnectionFactory
 from tcpcomm.line import LineFactory
 from tcpcomm.relay import RelayFactory
+from tcpcomm.stats import HandlerLatency
 
 __all__ = [
     "CONTENT_TYPE",
@@ -80,7 +84,14 @@ class ServerCollector(Collector):
     """
 
     def __init__(self, factory: ConnectionFactory) -> None:
+        """
+        Read C{factory}'s counters, and from now on time its handlers that
+        answer later (L{HandlerLatency}).
+        """
         self.factory = factory
+        stats = factory.stats
+        if isinstance(factory, LineFactory) and stats.handlerLatency is None:
+            stats.handlerLatency = HandlerLatency(stats.linesHandled)
 
     def collect(self) -> Iterator[Metric]:
         """
@@ -198,17 +209,16 @@ class ServerCollector(Collector):
                 "Clients in the chat room now.",
                 len(factory.room.members),
             )
-        elif isinstance(factory, LineFactory):
-            yield self._latency()
+        elif stats.handlerLatency is not None:
+            yield self._latency(stats.handlerLatency)
 
-    def _latency(self) -> HistogramMetricFamily:
+    def _latency(self, latency: HandlerLatency) -> HistogramMetricFamily:
         """
         The handler latency histogram: the timed handlers' buckets, each
         with the untimed ones (answered at once) added as 0 s.
         """
-        stats = self.factory.stats
-        latency = stats.handlerLatency
-        atOnce = max(0, stats.linesHandled - latency.started)
+        handled = self.factory.stats.linesHandled - latency.handledBefore
+        atOnce = max(0, handled - latency.started)
         buckets: list[tuple[str, float]] = []
         running = atOnce
         for bound, count in zip(latency.bounds, latency.counts, strict=False):

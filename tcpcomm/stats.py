@@ -36,7 +36,8 @@ class HandlerLatency:
     """
     How long handlers that answer later (a Deferred, or a coroutine that
     waits) took, in buckets; handlers that answer at once are not timed
-    (their count is the factory's C{linesHandled} less C{started}).
+    (their count is the factory's C{linesHandled} less C{handledBefore} and
+    C{started}).
 
     @ivar bounds: The buckets' upper bounds, in seconds, ascending.
     @ivar counts: How many took at most each bound (and more than the one
@@ -44,15 +45,20 @@ class HandlerLatency:
     @ivar total: The seconds they took, in all.
     @ivar started: How many handlers answered later (timed or still
         running).
+    @ivar handledBefore: How many messages had been handled when timing
+        began.
     """
 
-    __slots__ = ("bounds", "counts", "started", "total")
+    __slots__ = ("bounds", "counts", "handledBefore", "started", "total")
 
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+    def __init__(
+        self, handledBefore: int = 0, bounds: tuple[float, ...] = LATENCY_BUCKETS
+    ) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
         self.started = 0
+        self.handledBefore = handledBefore
 
     def observe(self, seconds: float) -> None:
         """
@@ -106,7 +112,8 @@ class ServerStats:
         for none.
     @ivar budgetCloses: Connections closed because the server-wide
         unfinished-frame budget was spent and they held the most.
-    @ivar handlerLatency: How long the handlers that answer later took.
+    @ivar handlerLatency: How long the handlers that answer later took, if
+        timed (only while metrics are served: see L{tcpcomm.metrics}).
     """
 
     connectionsOpen: int = 0
@@ -128,4 +135,4 @@ class ServerStats:
     unfinishedBytes: int = 0
     unfinishedBudget: int | None = None
     budgetCloses: int = 0
-    handlerLatency: HandlerLatency = field(default_factory=HandlerLatency)
+    handlerLatency: HandlerLatency | None = None

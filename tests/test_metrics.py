@@ -240,9 +240,10 @@ class CollectorTests(SynchronousTestCase):
 
     def test_handlerLatency(self) -> None:
         """
-        A handler whose Deferred fires 0.3 s later counts in the 0.5 s
-        bucket and adds 0.3 to the sum; one that answers at once counts in
-        every bucket as 0 s.
+        Once metrics are served (not before: nothing is timed then), a
+        handler whose Deferred fires 0.3 s later counts in the 0.5 s bucket
+        and adds 0.3 to the sum; one that answers at once counts in every
+        bucket as 0 s.
         """
         waiting: list[Deferred[bytes]] = []
 
@@ -254,12 +255,15 @@ class CollectorTests(SynchronousTestCase):
 
         factory = LineFactory(handler)
         protocol, transport = connect(factory)
+        protocol.dataReceived(b"now\n")
+        self.assertIsNone(factory.stats.handlerLatency)
+        registry = serverRegistry(factory)
         protocol.dataReceived(b"now\nlater\n")
         clock = factory.clock
         clock.advance(0.3)  # type: ignore[attr-defined]
         waiting[0].callback(b"done")
-        self.assertEqual(transport.value(), b"now\ndone\n")
-        found = values(render(factory))
+        self.assertEqual(transport.value(), b"now\nnow\ndone\n")
+        found = values(generate_latest(registry))
         bucket = 'tcpcomm_handler_latency_seconds_bucket{le="%s"}'
         self.assertEqual(found[bucket % "0.25"], 1)
         self.assertEqual(found[bucket % "0.5"], 2)
