@@ -1069,13 +1069,14 @@ class WorkerSupervisor(Service):
 
     def _startMetrics(self, description: str) -> None:
         """
-        Make the workers' private metrics directory, and listen on
-        C{description} for scrapes of their sum.
+        Listen on C{description} for scrapes of the workers' metrics (the
+        private directory of their sockets is made in L{startService},
+        after twistd has switched to C{--uid}, whose workers must be able
+        to use it).
         """
         from tcpcomm.metrics import metricsSite
         from tcpcomm.workermetrics import WorkersResource
 
-        self._metricsDirectory = tempfile.mkdtemp(prefix="tcpcomm-metrics-")
         resource = WorkersResource(self._reactor, self.count, self._metricsWorkers)
         service = strports.service(
             description, metricsSite(resource), reactor=self._reactor
@@ -1087,7 +1088,6 @@ class WorkerSupervisor(Service):
             for port in self._ports or []:
                 cast(Any, port).connectionLost(Failure(ConnectionDone()))
             self._ports = []
-            self._removeMetricsDirectory()
             if message is None:
                 raise
             failStartup(message, self._twistdOptions)
@@ -1106,6 +1106,8 @@ class WorkerSupervisor(Service):
         The workers running now: their numbers, process IDs and metrics
         sockets.
         """
+        if self._metricsDirectory is None:  # stopped
+            return []
         return [
             (w.number, w.pid, self._metricsSocket(w))
             for w in self._workers
@@ -1125,6 +1127,9 @@ class WorkerSupervisor(Service):
         if self._ports is None:
             self.privilegedStartService()
         super().startService()
+        if self._metricsService is not None and self._metricsDirectory is None:
+            # Mode 700, this user's: the workers' metrics are private.
+            self._metricsDirectory = tempfile.mkdtemp(prefix="tcpcomm-metrics-")
         self._reactor.callWhenRunning(self._signals.install)
         for worker in self._workers:
             self._start(worker)

@@ -21,9 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.server import Site
 
 from tcpcomm.chat import ChatFactory
 from tcpcomm.client import clientEndpoint, exchange
@@ -44,6 +46,7 @@ from tcpcomm.workermetrics import (
     fetchMetrics,
     httpGet,
 )
+from tcpcomm.workers import WorkerSupervisor
 from tests.test_echo import StubbornClient
 from tests.test_line import connect, waitUntil
 from tests.test_plugin import (
@@ -64,7 +67,13 @@ from tests.test_relay import (
 )
 from tests.test_startup import assertOneErrorLine, busyPort
 from tests.test_tap import parse, usageError
-from tests.test_workers import PID_HANDLER, STARTED, isWorker, waitFor
+from tests.test_workers import (
+    PID_HANDLER,
+    STARTED,
+    FakeProcessReactor,
+    isWorker,
+    waitFor,
+)
 
 PROMETHEUS_CONFIG = Path(__file__).with_name("prometheus.yml")
 
@@ -570,6 +579,84 @@ class WorkersResourceTests(TestCase):
         self.assertEqual(found["tcpcomm_workers_up"], 1)
         self.assertEqual(found["tcpcomm_workers_unreachable"], 2)
         self.assertIn("process_open_fds", found)
+
+
+class _FakePort:
+    """
+    A listening port of L{ListeningFakeReactor}.
+    """
+
+    def __init__(self) -> None:
+        self.listening = True
+
+    def stopListening(self) -> None:
+        self.listening = False
+
+
+class ListeningFakeReactor(FakeProcessReactor):
+    """
+    A fake process reactor that also records C{listenTCP}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ports: list[tuple[int, object, _FakePort]] = []
+
+    def listenTCP(
+        self, port: int, factory: object, backlog: int = 50, interface: str = ""
+    ) -> _FakePort:
+        listening = _FakePort()
+        self.ports.append((port, factory, listening))
+        return listening
+
+
+class SupervisorMetricsTests(SynchronousTestCase):
+    """
+    L{WorkerSupervisor} with C{--metrics}, on a fake reactor.
+    """
+
+    def test_privateSocketsPerWorker(self) -> None:
+        """
+        The supervisor listens on the C{--metrics} endpoint before dropping
+        privileges, makes a private directory (mode 700) only once started
+        (as the user its workers run as), starts each worker with its own
+        metrics socket there, and removes the directory once they stopped.
+        """
+        fake = ListeningFakeReactor()
+        supervisor = WorkerSupervisor(
+            fake,
+            [],
+            2,
+            lambda number: ["python", f"worker{number}"],
+            shutdownTimeout=3,
+            metrics="tcp:9100:interface=127.0.0.1",
+        )
+        supervisor.privilegedStartService()
+        [(port, site, listening)] = fake.ports
+        self.assertEqual(port, 9100)
+        self.assertIsInstance(site, Site)
+        self.assertEqual(fake.processes, [])
+        supervisor.startService()
+        sockets = []
+        for number, process in enumerate(fake.processes, start=1):
+            self.assertEqual(process.args[:2], ["python", f"worker{number}"])
+            self.assertEqual(process.args[2], "--metrics")
+            match = re.fullmatch(
+                r"unix:(.+/worker-(\d)\.sock):mode=600", process.args[3]
+            )
+            assert match is not None, process.args
+            self.assertEqual(int(match.group(2)), number)
+            sockets.append(Path(match.group(1)))
+        self.assertEqual(len(sockets), 2)
+        directory = sockets[0].parent
+        self.assertEqual(sockets[1].parent, directory)
+        self.assertEqual(directory.stat().st_mode & 0o777, 0o700)
+        stopping = supervisor.stopService()
+        self.assertFalse(listening.listening)
+        for process in fake.processes:
+            process.end(ProcessDone(0))
+        self.successResultOf(stopping)
+        self.assertFalse(directory.exists())
 
 
 class MetricsOptionTests(SynchronousTestCase):
