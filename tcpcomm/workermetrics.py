@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, TimeoutError, gatherResults
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -336,10 +336,12 @@ class WorkersResource(MetricsResource):
         return NOT_DONE_YET
 
     def _unreachable(self, failure: Failure, path: str) -> None:
+        if failure.check(TimeoutError):
+            reason = f"no answer within {self._timeout:g} s"
+        else:
+            reason = failure.getErrorMessage() or repr(failure.value)
         self._log.warn(
-            "Worker metrics at {path} unavailable: {reason}",
-            path=path,
-            reason=failure.getErrorMessage() or repr(failure.value),
+            "Worker metrics at {path} unavailable: {reason}", path=path, reason=reason
         )
 
     def _respond(

@@ -24,6 +24,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import Site
 
@@ -48,7 +49,7 @@ from tcpcomm.workermetrics import (
 )
 from tcpcomm.workers import WorkerSupervisor
 from tests.test_echo import StubbornClient
-from tests.test_line import connect, waitUntil
+from tests.test_line import LogCapture, connect, waitUntil
 from tests.test_plugin import (
     IO_TIMEOUT,
     Child,
@@ -573,7 +574,12 @@ class WorkersResourceTests(TestCase):
 
         running = [(1, 11, answeringPath), (2, 12, silentPath)]
         resource = WorkersResource(reactor, 3, lambda: running, timeout=0.2)
+        logs = LogCapture(self)
         found = values(await scrape(serveMetrics(self, resource)))
+        self.assertIn(
+            f"Worker metrics at {silentPath} unavailable: no answer within 0.2 s",
+            [formatEvent(event) for event in logs.events],
+        )
         self.assertEqual(found["tcpcomm_connections_total"], 4)
         self.assertEqual(found["tcpcomm_workers"], 3)
         self.assertEqual(found["tcpcomm_workers_up"], 1)
