@@ -70,6 +70,11 @@ DESCRIPTIONS = {
     "tcpcomm-line-later": "tcpcomm line mode with a handler answering a reactor"
     " turn later, `deferLater(reactor, 0, bytes, line)`"
     " (`benchmarks.handlers:echoLater`)",
+    "tcpcomm-line-metrics": "`tcpcomm-line` serving Prometheus metrics,"
+    " `--metrics tcp:0:interface=127.0.0.1`",
+    "tcpcomm-line-later-metrics": "`tcpcomm-line-later` serving Prometheus"
+    " metrics (each handler answering later is timed for the latency"
+    " histogram)",
     "tcpcomm-echo": "tcpcomm echo mode, `twistd -n tcpcomm --protocol echo`",
     "tcpcomm-length": "tcpcomm echoing 4-byte length-prefixed frames,"
     " `twistd -n tcpcomm --protocol line --framing length:4`",
@@ -97,6 +102,8 @@ LINE_KINDS = frozenset(
         "tcpcomm-line-py",
         "tcpcomm-line-async",
         "tcpcomm-line-later",
+        "tcpcomm-line-metrics",
+        "tcpcomm-line-later-metrics",
         "twisted-linereceiver",
         "twisted-lineonly",
         "asyncio-lines",
@@ -119,6 +126,7 @@ LEFT_OUT = {
     for kind in (
         "tcpcomm-line-async",
         "tcpcomm-line-later",
+        "tcpcomm-line-later-metrics",
         "asyncio-streams-async",
         "asyncio-streams-later",
     )
@@ -294,6 +302,38 @@ TARGETS = (
         "lines16",
         1.5,
         "asyncio-streams-later",
+    ),
+    Target(
+        "metrics-p1",
+        "tcpcomm-line-metrics P1",
+        "tcpcomm-line-metrics",
+        "pingpong",
+        0.95,
+        "tcpcomm-line",
+    ),
+    Target(
+        "metrics-p16",
+        "tcpcomm-line-metrics P16",
+        "tcpcomm-line-metrics",
+        "lines16",
+        0.95,
+        "tcpcomm-line",
+    ),
+    Target(
+        "later-metrics-p1",
+        "tcpcomm-line-later-metrics P1",
+        "tcpcomm-line-later-metrics",
+        "pingpong",
+        0.95,
+        "tcpcomm-line-later",
+    ),
+    Target(
+        "later-metrics-p16",
+        "tcpcomm-line-later-metrics P16",
+        "tcpcomm-line-later-metrics",
+        "lines16",
+        0.95,
+        "tcpcomm-line-later",
     ),
     Target("length-p16", "tcpcomm-length P16", "tcpcomm-length", "lines16", 3.0),
     Target(

@@ -47,6 +47,8 @@ TCPCOMM_KINDS = (
     "tcpcomm-line-py",
     "tcpcomm-line-async",
     "tcpcomm-line-later",
+    "tcpcomm-line-metrics",
+    "tcpcomm-line-later-metrics",
     "tcpcomm-echo",
     "tcpcomm-length",
 )
@@ -77,6 +79,22 @@ TCPCOMM_OPTIONS = {
         "line",
         "--handler",
         "benchmarks.handlers:echoLater",
+    ],
+    # With --metrics (port 0: twistd logs the line port first, which is the
+    # one compare.py finds).
+    "tcpcomm-line-metrics": [
+        "--protocol",
+        "line",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+    ],
+    "tcpcomm-line-later-metrics": [
+        "--protocol",
+        "line",
+        "--handler",
+        "benchmarks.handlers:echoLater",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
     ],
     "tcpcomm-echo": ["--protocol", "echo"],
     "tcpcomm-length": ["--protocol", "line", "--framing", "length:4"],

@@ -596,6 +596,7 @@ class ConnectionProtocol:
             return
         if pause:
             self._flags = flags | READING_PAUSED
+            self.factory.stats.readPauses += 1
             self.transport.pauseProducing()
         else:
             self._flags = flags & ~READING_PAUSED

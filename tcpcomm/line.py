@@ -650,6 +650,7 @@ class LineProtocol(ConnectionProtocol):
         Log the exception a handler just raised; its message is answered as
         the framing answers failures.
         """
+        self.factory.stats.handlerErrors += 1
         self._log.failure(
             "Handler failed on a message from {peer}",
             peer=self.peer,
@@ -725,6 +726,7 @@ class LineProtocol(ConnectionProtocol):
         try:
             return replies.wire(result, request)
         except BadReply as error:
+            self.factory.stats.handlerErrors += 1
             self._log.error(
                 "Bad reply to a message from {peer} ({framing}): {reason}",
                 peer=self.peer,
@@ -799,6 +801,12 @@ class LineProtocol(ConnectionProtocol):
         slot = queue.wait(request)
         factory = self.factory
         factory.paced = True
+        latency = factory.stats.handlerLatency
+        if latency is not None:
+            # Timed from here (the handler was called moments ago, in this
+            # read): handlers that answer at once are never timed.
+            slot.started = factory.clock.seconds()
+            latency.started += 1
         slot.waiting = result
         result.addCallbacks(
             self._settle, self._handlerFailed, callbackArgs=(slot,), errbackArgs=(slot,)
@@ -810,6 +818,7 @@ class LineProtocol(ConnectionProtocol):
 
     def _handlerFailed(self, failure: Failure, slot: Slot) -> None:
         if not (self.disconnected or slot.done or failure.check(CancelledError)):
+            self.factory.stats.handlerErrors += 1
             self._log.failure(
                 "Handler failed on a message from {peer}",
                 failure,
@@ -825,6 +834,7 @@ class LineProtocol(ConnectionProtocol):
         logged.
         """
         if not failure.check(CancelledError):
+            self.factory.stats.handlerErrors += 1
             self._log.failure(
                 "Handler failed on a message from {peer}",
                 failure,
@@ -868,6 +878,9 @@ class LineProtocol(ConnectionProtocol):
         queue = extra.queue
         assert queue is not None
         factory = self.factory
+        latency = factory.stats.handlerLatency
+        if latency is not None:
+            latency.observe(factory.clock.seconds() - slot.started)
         if type(result) is bytes and factory.encode is None:
             wire: bytes | None = result + factory.delimiter
         else:

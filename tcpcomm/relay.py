@@ -673,6 +673,7 @@ class RelayFactory(LineFactory):
 
     def _upstreamUp(self, client: _UpstreamClient) -> None:
         self._client = client
+        self.relayStats.upstreamConnections += 1
         waiting = self._queue.open()
         self._log.info(
             "Connected to upstream {upstream}; sending {count} queued {noun}(s)",

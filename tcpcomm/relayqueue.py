@@ -57,6 +57,8 @@ class RelayStats:
         counts once per client).
     @ivar undeliverable: Lines from the upstream dropped for naming no
         connected client (tagging only).
+    @ivar upstreamConnections: Connections made to the upstream (the first
+        and each reconnection).
     """
 
     forwarded: int = 0
@@ -66,6 +68,7 @@ class RelayStats:
     received: int = 0
     delivered: int = 0
     undeliverable: int = 0
+    upstreamConnections: int = 0
 
 
 class RelayQueue:

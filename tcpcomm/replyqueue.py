@@ -33,9 +33,11 @@ class Slot:
     @ivar waiting: What the handler is waiting on (a Deferred), for the
         protocol to cancel.
     @ivar timer: The handler's timeout, for the protocol to cancel.
+    @ivar started: When its handler was found to answer later (by the
+        protocol's clock), to time it.
     """
 
-    __slots__ = ("done", "reply", "request", "timer", "waiting")
+    __slots__ = ("done", "reply", "request", "started", "timer", "waiting")
 
     def __init__(
         self, reply: bytes | None = None, done: bool = True, request: bytes = b""
@@ -45,6 +47,7 @@ class Slot:
         self.request = request
         self.waiting: Any = None
         self.timer: Any = None
+        self.started = 0.0
 
 
 class ReplyQueue:

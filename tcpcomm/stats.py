@@ -5,7 +5,77 @@ Counters a tcpcomm factory keeps for all of its connections.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
+
+__all__ = ["LATENCY_BUCKETS", "HandlerLatency", "ServerStats"]
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""
+The upper bounds, in seconds, of L{HandlerLatency}'s buckets.
+"""
+
+
+class HandlerLatency:
+    """
+    How long handlers that answer later (a Deferred, or a coroutine that
+    waits) took, in buckets; handlers that answer at once are not timed
+    (their count is the factory's C{linesHandled} less C{handledBefore} and
+    C{started}).
+
+    @ivar bounds: The buckets' upper bounds, in seconds, ascending.
+    @ivar counts: How many took at most each bound (and more than the one
+        before); one more, last, for those over every bound.
+    @ivar total: The seconds they took, in all.
+    @ivar started: How many handlers answered later (timed or still
+        running).
+    @ivar handledBefore: How many messages had been handled when timing
+        began.
+    """
+
+    __slots__ = ("bounds", "counts", "handledBefore", "started", "total")
+
+    def __init__(
+        self, handledBefore: int = 0, bounds: tuple[float, ...] = LATENCY_BUCKETS
+    ) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.started = 0
+        self.handledBefore = handledBefore
+
+    def observe(self, seconds: float) -> None:
+        """
+        Count a handler that took C{seconds} (a clock stepped back counts
+        as 0).
+        """
+        if seconds < 0:
+            seconds = 0.0
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def timed(self) -> int:
+        """
+        How many handlers were timed (their replies are known).
+        """
+        return sum(self.counts)
 
 
 @dataclass(slots=True)
@@ -42,6 +112,8 @@ class ServerStats:
         for none.
     @ivar budgetCloses: Connections closed because the server-wide
         unfinished-frame budget was spent and they held the most.
+    @ivar handlerLatency: How long the handlers that answer later took, if
+        timed (only while metrics are served: see L{tcpcomm.metrics}).
     """
 
     connectionsOpen: int = 0
@@ -63,3 +135,4 @@ class ServerStats:
     unfinishedBytes: int = 0
     unfinishedBudget: int | None = None
     budgetCloses: int = 0
+    handlerLatency: HandlerLatency | None = None

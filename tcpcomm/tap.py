@@ -438,6 +438,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["metrics"] = None
         # The systemd: ports tcpcomm adopts itself: their descriptors and
         # address families.
         self["systemd-fds"] = {}
@@ -502,6 +503,24 @@ class Options(usage.Options):
     )
 
     opt_p = opt_port
+
+    def opt_metrics(self, description: str) -> None:
+        try:
+            normalized = serverEndpointDescription(description)
+            checkTLSAvailable(normalized)
+            checkPortNumber(normalized)
+        except ValueError as e:
+            raise usage.UsageError(f"--metrics: {e}") from None
+        try:
+            _checkEndpoint(description, normalized)
+        except usage.UsageError as e:
+            raise usage.UsageError(f"--metrics: {e}") from None
+        self["metrics"] = normalized
+
+    opt_metrics.__doc__ = (
+        "Serve Prometheus metrics at /metrics on this endpoint (as --port:"
+        " tcp:9100:interface=127.0.0.1, unix:/path/sock, ...). Default: none."
+    )
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -946,7 +965,7 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         # twistd binds after it has forked into a daemon and started
         # logging, where a failure could not be one line on the terminal;
         # twist binds in startService, without our one-line report.
-        checkPortsBindable(config["ports"])
+        checkPortsBindable(config["ports"] + _metricsPorts(config))
         checkRunnerFiles(config.parent)
     if config.get("workers", 1) > 1:
         # A supervisor holding the ports for worker processes (tcpcomm.workers).
@@ -959,6 +978,7 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
         # A worker of --workers: serve the supervisor's sockets.
         for service in workerServices(reactor, config, factory):
             service.setServiceParent(parent)
+        _addMetrics(parent, config, factory, reactor)
         return parent
     adopted: dict[str, tuple[int, socket.AddressFamily]]
     adopted = config.get("systemd-fds", {})
@@ -988,4 +1008,31 @@ def makeService(config: usage.Options, reactor: IReactorCore | None = None) -> I
 
             service.endpoint = keepHalfClose(service.endpoint)
         parent.addPort(description, service)
+    _addMetrics(parent, config, factory, reactor)
     return parent
+
+
+def _metricsPorts(config: usage.Options) -> list[str]:
+    """
+    The C{--metrics} endpoint, if any, as a list.
+    """
+    metrics: str | None = config.get("metrics")
+    return [] if metrics is None else [metrics]
+
+
+def _addMetrics(
+    parent: TcpcommService,
+    config: usage.Options,
+    factory: ConnectionFactory,
+    reactor: IReactorCore,
+) -> None:
+    """
+    Serve C{factory}'s metrics on the C{--metrics} endpoint, if one is
+    given (a worker's is the private socket its supervisor names).
+    """
+    for description in _metricsPorts(config):
+        from tcpcomm.metrics import MetricsResource, metricsSite, serverRegistry
+
+        site = metricsSite(MetricsResource(serverRegistry(factory)))
+        service = strports.service(description, site, reactor=reactor)
+        parent.addPort(description, service)

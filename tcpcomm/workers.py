@@ -35,6 +35,11 @@ C{haproxy:}; TLS and PROXY headers are done in the workers.  Chat and relay
 modes keep state shared by all clients in one process, so they cannot have
 workers.  POSIX only.
 
+With C{--metrics}, the supervisor serves the whole server's metrics: it
+makes a private directory (mode 700), starts each worker with C{--metrics}
+naming a UNIX socket in it, and at each scrape fetches every worker's page
+there and sums them (L{tcpcomm.metrics.WorkersResource}).
+
 Nothing here imports the reactor: functions take it as a parameter.
 """
 
@@ -42,11 +47,14 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import socket
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
@@ -1011,6 +1019,7 @@ class WorkerSupervisor(Service):
         directory: str | None = None,
         giveUp: Callable[[], None] | None = None,
         twistdOptions: Any = None,
+        metrics: str | None = None,
     ) -> None:
         """
         @param reactor: Binds, spawns and keeps time.
@@ -1024,6 +1033,8 @@ class WorkerSupervisor(Service):
             L{stopWithFailure}.
         @param twistdOptions: twistd's options, when run by twistd (see
             L{failStartup}).
+        @param metrics: The endpoint to serve every worker's metrics on,
+            summed, if any.
         """
         self._reactor = reactor
         self._descriptions = list(descriptions)
@@ -1037,6 +1048,9 @@ class WorkerSupervisor(Service):
         self._stopping = False
         self._twistdOptions = twistdOptions
         self._signals = StopSignalGuard(reactor)
+        self._metrics = metrics
+        self._metricsService: IService | None = None
+        self._metricsDirectory: str | None = None
 
     @classmethod
     def fromOptions(cls, options: usage.Options, reactor: Any) -> WorkerSupervisor:
@@ -1052,6 +1066,7 @@ class WorkerSupervisor(Service):
             options["shutdown-timeout"],
             directory,
             twistdOptions=options.parent,
+            metrics=options.get("metrics"),
         )
 
     def pids(self) -> list[int]:
@@ -1073,6 +1088,60 @@ class WorkerSupervisor(Service):
                 self._ports = bindPorts(self._reactor, self._descriptions)
             except SystemExit as e:
                 failStartup(str(e.code), self._twistdOptions)
+            if self._metrics is not None:
+                self._startMetrics(self._metrics)
+
+    def _startMetrics(self, description: str) -> None:
+        """
+        Listen on C{description} for scrapes of the workers' metrics (the
+        private directory of their sockets is made in L{startService},
+        after twistd has switched to C{--uid}, whose workers must be able
+        to use it).
+        """
+        from tcpcomm.metrics import metricsSite
+        from tcpcomm.workermetrics import WorkersResource
+
+        resource = WorkersResource(self._reactor, self.count, self._metricsWorkers)
+        service = strports.service(
+            description, metricsSite(resource), reactor=self._reactor
+        )
+        try:
+            service.privilegedStartService()
+        except Exception as e:
+            message = cannotListenMessage(description, e)
+            for port in self._ports or []:
+                cast(Any, port).connectionLost(Failure(ConnectionDone()))
+            self._ports = []
+            if message is None:
+                raise
+            failStartup(message, self._twistdOptions)
+        service.startService()  # listening already: marks it running
+        self._metricsService = service
+
+    def _metricsSocket(self, worker: _Worker) -> str:
+        """
+        The UNIX socket worker C{worker} serves its metrics on.
+        """
+        assert self._metricsDirectory is not None
+        return os.path.join(self._metricsDirectory, f"worker-{worker.number}.sock")
+
+    def _metricsWorkers(self) -> list[tuple[int, int, str]]:
+        """
+        The workers running now: their numbers, process IDs and metrics
+        sockets.
+        """
+        if self._metricsDirectory is None:  # stopped
+            return []
+        return [
+            (w.number, w.pid, self._metricsSocket(w))
+            for w in self._workers
+            if w.process is not None and w.pid is not None
+        ]
+
+    def _removeMetricsDirectory(self) -> None:
+        directory, self._metricsDirectory = self._metricsDirectory, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def startService(self) -> None:
         """
@@ -1082,6 +1151,9 @@ class WorkerSupervisor(Service):
         if self._ports is None:
             self.privilegedStartService()
         super().startService()
+        if self._metricsService is not None and self._metricsDirectory is None:
+            # Mode 700, this user's: the workers' metrics are private.
+            self._metricsDirectory = tempfile.mkdtemp(prefix="tcpcomm-metrics-")
         self._reactor.callWhenRunning(self._signals.install)
         for worker in self._workers:
             self._start(worker)
@@ -1095,6 +1167,12 @@ class WorkerSupervisor(Service):
         for offset, port in enumerate(self._ports):
             childFDs[FIRST_WORKER_FD + offset] = port.fileno()  # type: ignore[attr-defined]
         command = self._command(worker.number)
+        if self._metricsDirectory is not None:
+            # Later options win: the worker serves its metrics privately.
+            path = self._metricsSocket(worker)
+            with suppress(FileNotFoundError):
+                os.unlink(path)  # left by a worker that died
+            command = [*command, "--metrics", f"unix:{path}:mode=600"]
         worker.ended = Deferred()
         worker.startedAt = self._reactor.seconds()
         worker.pid = None
@@ -1190,6 +1268,9 @@ class WorkerSupervisor(Service):
         closing: list[Deferred[Any]] = [
             maybeDeferred(port.stopListening) for port in self._ports or []
         ]
+        if self._metricsService is not None:
+            closing.append(maybeDeferred(self._metricsService.stopService))
+            self._metricsService = None
         self._ports = []
         running = [w for w in self._workers if w.process is not None]
         if running:
@@ -1224,6 +1305,7 @@ class WorkerSupervisor(Service):
         def done(_: object) -> None:
             if killer.active():
                 killer.cancel()
+            self._removeMetricsDirectory()
 
         return gatherResults(closing + waiting, consumeErrors=True).addCallback(done)
 

@@ -926,6 +926,7 @@ COMMON_OPTIONS = frozenset(
         "idle-timeout",
         "shutdown-timeout",
         "proxy-header-timeout",
+        "metrics",
     }
 )
 """
