@@ -476,3 +476,19 @@ class ReadmeFilesTests(SynchronousTestCase):
         tested = (SOURCE_ROOT / "tests" / "haproxy.cfg").read_text()
         self.assertEqual(len(shown), 1)
         self.assertEqual("\n".join(shown[0]).strip(), tested.strip())
+
+    def test_prometheusConfigurationIsTheTestedOne(self) -> None:
+        """
+        The README's Prometheus scrape configuration is
+        C{tests/prometheus.yml}, whose target the metrics tests scrape.
+        """
+        shown = [
+            block.lines
+            for block in readBlocks(README.read_text())
+            if block.info == "yaml"
+            and block.lines
+            and block.lines[0].startswith("# prometheus.yml")
+        ]
+        tested = (SOURCE_ROOT / "tests" / "prometheus.yml").read_text()
+        self.assertEqual(len(shown), 1)
+        self.assertEqual("\n".join(shown[0]).strip(), tested.strip())
